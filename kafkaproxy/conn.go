@@ -1,0 +1,310 @@
+package kafkaproxy
+
+import (
+	"bufio"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/pipemesh/pipemesh/protocol"
+)
+
+// Buffer sizes of a connection pair. 64 KiB reads take a burst of pipelined
+// small requests in one syscall; larger frames bypass the buffers.
+const (
+	readBufBytes  = 64 << 10
+	writeBufBytes = 64 << 10
+)
+
+// pending is one request awaiting its response, in the order the client sent
+// it. local, when set, is a whole response frame the proxy makes itself; it
+// is written in its turn instead of reading one from the broker.
+type pending struct {
+	key, version int16
+	corr         int32
+	local        []byte
+}
+
+// conn is one client connection and the upstream connection paired with it.
+// One goroutine reads requests and writes them upstream; another reads
+// responses and writes them to the client. Each side's writer has exactly one
+// goroutine, so no write needs a lock.
+type conn struct {
+	p      *Proxy
+	id     uint64
+	node   int32
+	client net.Conn
+	up     net.Conn
+	upAddr string
+
+	cr *protocol.Reader // from client
+	uw *bufio.Writer    // to upstream
+	ur *protocol.Reader // from upstream
+	cw *bufio.Writer    // to client
+
+	inflight chan pending
+	done     chan struct{}
+	once     sync.Once
+	reason   string
+	err      error
+
+	lastActive atomic.Int64 // unix nanos of the last frame either way
+	owed       atomic.Int32 // responses the client is waiting for
+	nreq       atomic.Int64
+	clientID   string    // first client id seen; set by the request goroutine
+	scratch    []byte    // response rewriting; response goroutine only
+	started    time.Time // for the close log
+}
+
+func (p *Proxy) handle(nc net.Conn, node int32) {
+	if p.cfg.WrapClientConn != nil {
+		nc = p.cfg.WrapClientConn(nc)
+	}
+	p.m.accepted.Inc()
+	c := &conn{
+		p: p, id: p.nextID.Add(1), node: node, client: nc,
+		inflight: make(chan pending, p.cfg.MaxInFlight),
+		done:     make(chan struct{}),
+		started:  time.Now(),
+	}
+	c.touch()
+	p.track(c, true)
+	defer p.track(c, false)
+
+	up, addr, err := p.dialUpstream(node)
+	c.upAddr = addr
+	if err != nil {
+		c.close(reasonUpstreamUnreachable, err)
+		c.logClose()
+		return
+	}
+	c.up = up
+	select {
+	case <-c.done: // shut down while dialing
+		up.Close()
+		c.logClose()
+		return
+	default:
+	}
+	c.cr = protocol.NewReader(nc, p.cfg.MaxFrameBytes, readBufBytes)
+	c.uw = bufio.NewWriterSize(up, writeBufBytes)
+	c.ur = protocol.NewReader(up, p.cfg.MaxFrameBytes, readBufBytes)
+	c.cw = bufio.NewWriterSize(nc, writeBufBytes)
+	p.log.Debug("kafka connection opened", c.attrs()...)
+
+	idle := time.AfterFunc(p.cfg.IdleTimeout, c.checkIdle)
+	defer idle.Stop()
+
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() { defer wg.Done(); c.responses() }()
+	c.requests()
+	wg.Wait()
+	c.logClose()
+}
+
+func (c *conn) touch() { c.lastActive.Store(time.Now().UnixNano()) }
+
+// checkIdle closes a connection with nothing sent and nothing in flight for
+// IdleTimeout, and otherwise re-arms itself for the remaining time.
+func (c *conn) checkIdle() {
+	select {
+	case <-c.done:
+		return
+	default:
+	}
+	since := time.Since(time.Unix(0, c.lastActive.Load()))
+	if since >= c.p.cfg.IdleTimeout && c.owed.Load() == 0 {
+		c.close(reasonIdle, fmt.Errorf("no request for %s", c.p.cfg.IdleTimeout))
+		return
+	}
+	wait := c.p.cfg.IdleTimeout - since
+	if wait <= 0 {
+		wait = c.p.cfg.IdleTimeout
+	}
+	time.AfterFunc(wait, c.checkIdle)
+}
+
+// close ends both sides once and records why.
+func (c *conn) close(reason string, err error) {
+	c.once.Do(func() {
+		c.reason, c.err = reason, err
+		close(c.done)
+		c.client.Close()
+		if c.up != nil {
+			c.up.Close()
+		}
+	})
+}
+
+func (c *conn) attrs() []any {
+	a := []any{"conn", c.id, "client", c.client.RemoteAddr().String(), "upstream", c.upAddr}
+	if c.node != bootstrapNode {
+		a = append(a, "node_id", c.node)
+	} else {
+		a = append(a, "listener", "bootstrap")
+	}
+	if c.clientID != "" {
+		a = append(a, "client_id", c.clientID)
+	}
+	return a
+}
+
+func (c *conn) logClose() {
+	c.p.m.closed.WithLabelValues(c.reason).Inc()
+	a := append(c.attrs(), "reason", c.reason, "requests", c.nreq.Load(), "duration", time.Since(c.started).Round(time.Millisecond))
+	level := slog.LevelInfo
+	switch c.reason {
+	case reasonUpstreamUnreachable:
+		level = slog.LevelWarn
+		a = append(a, "next", "the client will retry; check that the broker is up and reachable from the proxy")
+	case reasonClientProtocol, reasonUpstreamProtocol, reasonRewrite:
+		level = slog.LevelWarn
+	}
+	if c.err != nil {
+		a = append(a, "err", c.err)
+	}
+	c.p.log.Log(c.p.ctx, level, "kafka connection closed", a...)
+}
+
+// requests forwards client requests upstream until the client stops or the
+// pair is closed. It closes inflight when done so the response side can
+// finish what is owed.
+func (c *conn) requests() {
+	defer close(c.inflight)
+	for {
+		frame, err := c.cr.Next()
+		if err != nil {
+			c.failRead(err, reasonClientClosed, reasonClientProtocol, "client")
+			return
+		}
+		c.touch()
+		raw := c.cr.Frame()
+		c.p.m.bytesIn.Add(float64(len(raw)))
+		hdr, err := protocol.ParseRequestHeader(frame)
+		if err != nil {
+			c.close(reasonClientProtocol, err)
+			return
+		}
+		c.nreq.Add(1)
+		c.p.m.request(hdr.Key)
+		if c.clientID == "" && len(hdr.ClientID) > 0 {
+			c.clientID = string(hdr.ClientID)
+		}
+		p := pending{key: hdr.Key, version: hdr.Version, corr: hdr.CorrelationID}
+		respond := true
+		switch {
+		case hdr.Key == protocol.ApiVersionsKey && hdr.BodyOffset < 0:
+			// Newer than we can read: answer UNSUPPORTED_VERSION at v0
+			// ourselves so the client retries at a version we know.
+			p.local = unsupportedApiVersions(hdr.CorrelationID)
+			c.p.m.localAnswers.Inc()
+		case needsRewrite(hdr.Key) && hdr.BodyOffset < 0:
+			c.close(reasonClientProtocol, fmt.Errorf("client sent %s v%d, newer than the v%d pipemesh can read; "+
+				"the client should have capped its version from ApiVersions", protocol.KeyName(hdr.Key), hdr.Version, maxVersion(hdr.Key)))
+			return
+		case hdr.Key == protocol.ProduceKey:
+			acks, err := protocol.ProduceAcks(hdr.Version, frame[hdr.BodyOffset:])
+			if err != nil {
+				c.close(reasonClientProtocol, err)
+				return
+			}
+			respond = acks != 0 // the broker sends nothing for acks=0
+		}
+		if respond {
+			c.owed.Add(1)
+			select {
+			case c.inflight <- p:
+			case <-c.done:
+				return
+			}
+		}
+		if p.local != nil {
+			continue
+		}
+		if _, err := c.uw.Write(raw); err != nil {
+			c.close(reasonUpstreamClosed, fmt.Errorf("writing to broker: %w", err))
+			return
+		}
+		// Batch pipelined requests into one write; flush when the next
+		// frame is not already here.
+		if !c.cr.HasFrame() {
+			if err := c.uw.Flush(); err != nil {
+				c.close(reasonUpstreamClosed, fmt.Errorf("writing to broker: %w", err))
+				return
+			}
+		}
+	}
+}
+
+// failRead closes the pair after a read error on one side, telling a clean
+// close from a broken frame.
+func (c *conn) failRead(err error, closedReason, protocolReason, side string) {
+	switch {
+	case errors.Is(err, io.EOF), errors.Is(err, net.ErrClosed):
+		c.close(closedReason, nil)
+	case errors.Is(err, protocol.ErrFrameTooLarge), errors.Is(err, protocol.ErrNegativeFrameSize):
+		c.close(protocolReason, fmt.Errorf("%s sent a bad frame: %w", side, err))
+	default:
+		var ne net.Error
+		if errors.As(err, &ne) || errors.Is(err, io.ErrUnexpectedEOF) {
+			c.close(closedReason, err)
+			return
+		}
+		c.close(protocolReason, err)
+	}
+}
+
+// responses writes one response per pending request, in order.
+func (c *conn) responses() {
+	for p := range c.inflight {
+		var out []byte
+		if p.local != nil {
+			out = p.local
+		} else {
+			body, err := c.ur.Next()
+			if err != nil {
+				c.failRead(err, reasonUpstreamClosed, reasonUpstreamProtocol, "broker")
+				return
+			}
+			c.touch()
+			if len(body) < 4 {
+				c.close(reasonUpstreamProtocol, fmt.Errorf("broker sent a %d-byte response, too short for a correlation id", len(body)))
+				return
+			}
+			if got := protocol.ResponseCorrelationID(body); got != p.corr {
+				c.close(reasonUpstreamProtocol, fmt.Errorf("broker answered correlation id %d while %d (%s) was next", got, p.corr, protocol.KeyName(p.key)))
+				return
+			}
+			out = c.ur.Frame()
+			rewritten, err := c.rewrite(p, body)
+			if err != nil {
+				c.close(reasonRewrite, fmt.Errorf("rewriting %s v%d response: %w", protocol.KeyName(p.key), p.version, err))
+				return
+			}
+			if rewritten != nil {
+				out = rewritten
+				c.p.m.rewrites.WithLabelValues(protocol.KeyName(p.key)).Inc()
+			}
+		}
+		if _, err := c.cw.Write(out); err != nil {
+			c.close(reasonClientClosed, err)
+			return
+		}
+		c.p.m.bytesOut.Add(float64(len(out)))
+		c.owed.Add(-1)
+		if len(c.inflight) == 0 || !c.ur.HasFrame() {
+			if err := c.cw.Flush(); err != nil {
+				c.close(reasonClientClosed, err)
+				return
+			}
+		}
+	}
+	// The client stopped sending and every response it was owed is out.
+	c.close(reasonClientClosed, nil)
+}
