@@ -19,7 +19,10 @@ func ProduceAcks(version int16, body []byte) (int16, error) {
 	case version >= 9:
 		b.CompactNullableBytes()
 	case version >= 3:
-		b.NullableBytes()
+		// A nullable string: an int16 length, -1 for null.
+		if n := b.Int16(); n > 0 {
+			b.Span(int(n))
+		}
 	}
 	acks := b.Int16()
 	if err := b.Complete(); err != nil {
