@@ -65,6 +65,9 @@ func runDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error
 
 	s := &settings{adminListen: *adminListen}
 	s.proxy = kafkaproxy.Config{Listen: *kafkaListen, Upstreams: cluster.ListenAddrs()}
+	if strings.HasSuffix(*kafkaListen, ":0") {
+		s.proxy.BrokerPortBase = -1 // one embedded proxy: free ports are fine
+	}
 	// The proxy outlives the pipeline so the demo clients can leave their
 	// group cleanly through it before it stops.
 	proxyCtx, stopProxy := context.WithCancel(context.Background())

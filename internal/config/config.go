@@ -124,7 +124,7 @@ func Parse(path string, data []byte) (*File, error) {
 	var f File
 	var root yaml.Node
 	if err := yaml.Unmarshal(data, &root); err != nil {
-		return nil, fmt.Errorf("%s: %s", path, strings.TrimPrefix(err.Error(), "yaml: "))
+		return nil, describe(path, err)
 	}
 	dec := yaml.NewDecoder(bytes.NewReader(data))
 	dec.KnownFields(true)
@@ -142,7 +142,7 @@ func describe(path string, err error) error {
 	if errors.As(err, &le) {
 		return fmt.Errorf("%s:%d: %s", path, le.line, le.msg)
 	}
-	msg := strings.TrimPrefix(err.Error(), "yaml: unmarshal errors:\n")
+	msg := strings.TrimPrefix(strings.TrimPrefix(err.Error(), "yaml: unmarshal errors:\n"), "yaml: ")
 	var out []string
 	for _, l := range strings.Split(msg, "\n") {
 		l = strings.TrimSpace(l)
