@@ -95,7 +95,7 @@ func (p *Proxy) handle(nc net.Conn, node int32) {
 	c.uw = bufio.NewWriterSize(up, writeBufBytes)
 	c.ur = protocol.NewReader(up, p.cfg.MaxFrameBytes, readBufBytes)
 	c.cw = bufio.NewWriterSize(nc, writeBufBytes)
-	p.log.Debug("kafka connection opened", c.attrs()...)
+	p.log.Info("kafka connection opened", c.attrs()...)
 
 	idle := time.AfterFunc(p.cfg.IdleTimeout, c.checkIdle)
 	defer idle.Stop()
