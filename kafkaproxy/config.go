@@ -18,12 +18,13 @@ import (
 type Config struct {
 	// Listen is the bootstrap address clients are given, host:port.
 	Listen string
-	// Upstreams are the bootstrap addresses of the Kafka cluster. The
-	// bootstrap listener forwards to the first that answers.
+	// Upstreams are the bootstrap addresses of the Kafka cluster. Each
+	// bootstrap connection starts at the next one in turn and falls
+	// through the list until one answers.
 	Upstreams []string
 	// AdvertiseHost is the host put in every broker address clients see.
-	// Default: the host of Listen, or this machine's hostname when Listen
-	// binds all interfaces.
+	// Default: the host of Listen. It must be set when Listen binds every
+	// interface (0.0.0.0 or ::), since no one host is right then.
 	AdvertiseHost string
 	// BrokerPortBase is added to a broker's node id to give the port of its
 	// listener, so every replica given the same config advertises the same
@@ -89,6 +90,12 @@ func (c *Config) setDefaults() error {
 		if ip := net.ParseIP(host); host == "" || (ip != nil && ip.IsUnspecified()) {
 			return fmt.Errorf("kafkaproxy: listen address %q binds every interface, so the host to tell clients is unknown; set --advertise-host", c.Listen)
 		}
+	}
+	if c.BrokerPortBase < -1 || c.BrokerPortBase > 65535 {
+		return fmt.Errorf("kafkaproxy: broker port base %d is not a port; use 1-65535, or -1 for OS-assigned ports", c.BrokerPortBase)
+	}
+	if c.IdleTimeout < 0 || c.DialTimeout < 0 || c.MetadataRefresh < 0 || c.MaxInFlight < 0 {
+		return errors.New("kafkaproxy: idle timeout, dial timeout, metadata refresh and max in-flight must not be negative (0 takes the default)")
 	}
 	if c.BrokerPortBase == 0 {
 		if port == 0 {

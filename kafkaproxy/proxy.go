@@ -80,8 +80,8 @@ func (p *Proxy) Addr() string { return p.bootstrap.Addr().String() }
 // and Produce v13.
 func (p *Proxy) Topics() *TopicIDs { return p.topics }
 
-// Ready reports whether the proxy has learned the upstream brokers and bound
-// a listener for each, and if not, why.
+// Ready reports whether the last metadata refresh succeeded, so that every
+// upstream broker is known and has a listener, and if not, why.
 func (p *Proxy) Ready() (bool, string) {
 	if p.ready.Load() {
 		return true, ""
@@ -183,8 +183,12 @@ func (p *Proxy) metadataLoop() {
 			p.readyMu.Lock()
 			p.notYet = err.Error()
 			p.readyMu.Unlock()
-			if !p.ready.Load() || failures == 1 {
-				p.log.Warn("cannot fetch metadata from the upstream cluster; retrying", "upstream", p.cfg.Upstreams, "retry_in", next, "err", err)
+			// Not ready while the cluster cannot be asked: clients
+			// sent here now would fail. Log the first failure and
+			// then every tenth, not every retry.
+			p.ready.Store(false)
+			if failures%10 == 1 {
+				p.log.Warn("metadata refresh failed; clients may fail until it succeeds, retrying", "upstream", p.cfg.Upstreams, "failures", failures, "retry_in", next, "err", err)
 			}
 		} else {
 			if failures > 0 || !p.ready.Load() {

@@ -29,7 +29,7 @@ type File struct {
 // Kafka configures the Kafka proxy.
 type Kafka struct {
 	Listen          string   `yaml:"listen"`
-	Upstream        []string `yaml:"upstream"`
+	Upstream        HostList `yaml:"upstream"`
 	AdvertiseHost   string   `yaml:"advertise_host"`
 	BrokerPortBase  int      `yaml:"broker_port_base"`
 	MaxFrameBytes   Bytes    `yaml:"max_frame_bytes"`
@@ -37,6 +37,37 @@ type Kafka struct {
 	DialTimeout     Duration `yaml:"dial_timeout"`
 	MaxInFlight     int      `yaml:"max_in_flight"`
 	MetadataRefresh Duration `yaml:"metadata_refresh"`
+}
+
+// HostList is a list of host:port, written as a YAML list or as one
+// comma-separated string (as bootstrap.servers is).
+type HostList []string
+
+// UnmarshalYAML implements yaml.Unmarshaler.
+func (h *HostList) UnmarshalYAML(n *yaml.Node) error {
+	switch n.Kind {
+	case yaml.ScalarNode:
+		*h = nil
+		for _, v := range strings.Split(n.Value, ",") {
+			if v = strings.TrimSpace(v); v != "" {
+				*h = append(*h, v)
+			}
+		}
+		return nil
+	case yaml.SequenceNode:
+		*h = nil
+		for _, c := range n.Content {
+			if c.Kind != yaml.ScalarNode {
+				return &lineError{line: c.Line, msg: "upstream entries are host:port strings"}
+			}
+			if _, _, err := net.SplitHostPort(c.Value); err != nil {
+				return &lineError{line: c.Line, msg: fmt.Sprintf("kafka.upstream entry %q is not host:port", c.Value)}
+			}
+			*h = append(*h, c.Value)
+		}
+		return nil
+	}
+	return &lineError{line: n.Line, msg: "kafka.upstream: want host:port, a comma-separated list of them, or a YAML list"}
 }
 
 // Admin configures the admin HTTP server.
@@ -211,10 +242,10 @@ func (f *File) validate(lines lineIndex) error {
 		return fmt.Errorf("%d: kafka.broker_port_base %d must be a port (or -1 for OS-assigned ports)", at("broker_port_base"), k.BrokerPortBase)
 	}
 	if k.MaxFrameBytes > 1<<31-1 {
-		return fmt.Errorf("%d: kafka.max_frame_bytes %d is above what a Kafka frame can hold (2GiB)", at("max_frame_bytes"), k.MaxFrameBytes)
+		return fmt.Errorf("%d: kafka.max_frame_bytes %d is above what a Kafka frame can hold (2GiB - 1)", at("max_frame_bytes"), k.MaxFrameBytes)
 	}
 	if k.MaxInFlight < 0 {
-		return fmt.Errorf("%d: kafka.max_in_flight must be positive", at("max_in_flight"))
+		return fmt.Errorf("%d: kafka.max_in_flight must be positive (0 takes the default)", at("max_in_flight"))
 	}
 	switch strings.ToLower(f.Log.Level) {
 	case "", "debug", "info", "warn", "error":

@@ -30,7 +30,7 @@ log:
 `))
 	require.NoError(t, err)
 	assert.Equal(t, "127.0.0.1:19092", f.Kafka.Listen)
-	assert.Equal(t, []string{"127.0.0.1:9092", "127.0.0.1:9093"}, f.Kafka.Upstream)
+	assert.Equal(t, HostList{"127.0.0.1:9092", "127.0.0.1:9093"}, f.Kafka.Upstream)
 	assert.Equal(t, "proxy.example", f.Kafka.AdvertiseHost)
 	assert.Equal(t, 20000, f.Kafka.BrokerPortBase)
 	assert.Equal(t, Bytes(64<<20), f.Kafka.MaxFrameBytes)
@@ -41,6 +41,12 @@ log:
 	assert.Equal(t, "127.0.0.1:9999", f.Admin.Listen)
 	assert.Equal(t, "debug", f.Log.Level)
 	assert.Equal(t, "json", f.Log.Format)
+}
+
+func TestUpstreamAsString(t *testing.T) {
+	f, err := Parse("mesh.yaml", []byte("kafka:\n  upstream: 127.0.0.1:9092, 127.0.0.1:9093\n"))
+	require.NoError(t, err)
+	assert.Equal(t, HostList{"127.0.0.1:9092", "127.0.0.1:9093"}, f.Kafka.Upstream)
 }
 
 func TestParseEmptyFile(t *testing.T) {
@@ -58,7 +64,9 @@ func TestParseErrorsNameFileAndLine(t *testing.T) {
 		{"bad duration", "kafka:\n  idle_timeout: ten minutes\n", `mesh.yaml:2: "ten minutes" is not a duration`},
 		{"bad size", "kafka:\n  max_frame_bytes: lots\n", `mesh.yaml:2: "lots" is not a size`},
 		{"listen not host:port", "kafka:\n  upstream: [a:1]\n  listen: 19092\n", `mesh.yaml:3: kafka.listen "19092" is not host:port`},
-		{"upstream not host:port", "kafka:\n\n  upstream:\n    - broker1\n", `mesh.yaml:3: kafka.upstream entry "broker1" is not host:port`},
+		{"upstream not host:port", "kafka:\n\n  upstream:\n    - a:1\n    - broker1\n", `mesh.yaml:5: kafka.upstream entry "broker1" is not host:port`},
+		{"upstream string not host:port", "kafka:\n  upstream: a:1,broker1\n", `mesh.yaml:2: kafka.upstream entry "broker1" is not host:port`},
+		{"upstream map", "kafka:\n  upstream: {a: 1}\n", `mesh.yaml:2: kafka.upstream: want host:port`},
 		{"port base out of range", "kafka:\n  broker_port_base: 70000\n", `mesh.yaml:2: kafka.broker_port_base 70000`},
 		{"wrong type", "kafka:\n  max_in_flight: many\n", `mesh.yaml:2: cannot unmarshal`},
 		{"log level", "log:\n  format: text\n  level: loud\n", `mesh.yaml:3: log.level "loud"`},
