@@ -126,3 +126,59 @@ func (cc *capturedConn) Write(p []byte) (int, error) {
 	cc.c.mu.Unlock()
 	return n, err
 }
+
+// Request capture, opt in per env (noleak_test.go): with it, a capture also
+// keeps every byte clients send, so responses can be matched to requests.
+// It lives outside capture so that envs that do not ask pay nothing.
+var requestCaptures sync.Map // *capture -> *requestLog
+
+type requestLog struct {
+	mu sync.Mutex
+	in map[*bytes.Buffer]*bytes.Buffer // by the connection's response buffer
+}
+
+// recordRequests makes c keep what clients send on connections from now on.
+func (c *capture) recordRequests(t testing.TB) {
+	requestCaptures.Store(c, &requestLog{in: make(map[*bytes.Buffer]*bytes.Buffer)})
+	t.Cleanup(func() { requestCaptures.Delete(c) })
+}
+
+func (cc *capturedConn) Read(p []byte) (int, error) {
+	n, err := cc.Conn.Read(p)
+	if n > 0 {
+		if v, ok := requestCaptures.Load(cc.c); ok {
+			l := v.(*requestLog)
+			l.mu.Lock()
+			b := l.in[cc.buf]
+			if b == nil {
+				b = new(bytes.Buffer)
+				l.in[cc.buf] = b
+			}
+			b.Write(p[:n])
+			l.mu.Unlock()
+		}
+	}
+	return n, err
+}
+
+// exchanges returns, per client connection, what the client sent (nil
+// unless recordRequests was called) and what it received.
+func (c *capture) exchanges() (requests, responses [][]byte) {
+	v, _ := requestCaptures.Load(c)
+	l, _ := v.(*requestLog)
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for _, out := range c.out {
+		var in []byte
+		if l != nil {
+			l.mu.Lock()
+			if b := l.in[out]; b != nil {
+				in = bytes.Clone(b.Bytes())
+			}
+			l.mu.Unlock()
+		}
+		requests = append(requests, in)
+		responses = append(responses, bytes.Clone(out.Bytes()))
+	}
+	return requests, responses
+}
