@@ -7,6 +7,10 @@ import (
 	"sync"
 )
 
+// maxBrokers bounds the listeners one proxy binds, so a broker that
+// invents node ids cannot exhaust the proxy's ports and file descriptors.
+const maxBrokers = 1024
+
 // broker is one upstream broker and the proxy listener that stands for it.
 type broker struct {
 	id       int32
@@ -43,6 +47,9 @@ func (m *brokerMap) advertise(id int32, host string, port int32) (string, int32,
 	}
 	if err := m.p.ctx.Err(); err != nil {
 		return "", 0, fmt.Errorf("kafkaproxy: shutting down, not listening for broker %d: %w", id, err)
+	}
+	if len(m.byID) >= maxBrokers {
+		return "", 0, fmt.Errorf("kafkaproxy: broker %d at %s would be listener number %d, above the %d the proxy binds; is the upstream sending bogus node ids?", id, up, len(m.byID)+1, maxBrokers)
 	}
 	if id < 0 {
 		return "", 0, fmt.Errorf("kafkaproxy: broker with negative node id %d at %s", id, up)

@@ -21,6 +21,10 @@ const (
 	writeBufBytes = 64 << 10
 )
 
+// drainTimeout bounds how long a connection whose client stopped sending
+// waits for the broker to answer what is still owed.
+const drainTimeout = 30 * time.Second
+
 // pending is one request awaiting its response, in the order the client sent
 // it. local, when set, is a whole response frame the proxy makes itself; it
 // is written in its turn instead of reading one from the broker.
@@ -179,6 +183,14 @@ func (c *conn) requests() {
 	defer close(c.inflight)
 	for {
 		frame, err := c.cr.Next()
+		if errors.Is(err, io.EOF) {
+			// The client is done sending. Whatever it is owed still goes
+			// out (a half-closed client reads on); the response side
+			// closes the pair once it is through, bounded by drainTimeout
+			// in case the broker never answers.
+			c.up.SetReadDeadline(time.Now().Add(drainTimeout))
+			return
+		}
 		if err != nil {
 			c.failRead(err, reasonClientClosed, reasonClientProtocol, "client")
 			return
@@ -220,8 +232,19 @@ func (c *conn) requests() {
 			c.owed.Add(1)
 			select {
 			case c.inflight <- p:
-			case <-c.done:
-				return
+			default:
+				// MaxInFlight reached. Requests batched for the broker
+				// must go out before waiting, or the responses that
+				// would make room never come.
+				if err := c.uw.Flush(); err != nil {
+					c.close(reasonUpstreamClosed, fmt.Errorf("writing to broker: %w", err))
+					return
+				}
+				select {
+				case c.inflight <- p:
+				case <-c.done:
+					return
+				}
 			}
 		}
 		if p.local != nil {
@@ -231,6 +254,7 @@ func (c *conn) requests() {
 			c.close(reasonUpstreamClosed, fmt.Errorf("writing to broker: %w", err))
 			return
 		}
+		c.cr.Release() // bufio.Writer keeps no reference to raw
 		// Batch pipelined requests into one write; flush when the next
 		// frame is not already here.
 		if !c.cr.HasFrame() {
@@ -248,7 +272,7 @@ func (c *conn) failRead(err error, closedReason, protocolReason, side string) {
 	switch {
 	case errors.Is(err, io.EOF), errors.Is(err, net.ErrClosed):
 		c.close(closedReason, nil)
-	case errors.Is(err, protocol.ErrFrameTooLarge), errors.Is(err, protocol.ErrNegativeFrameSize):
+	case errors.Is(err, protocol.ErrFrameTooLarge), errors.Is(err, protocol.ErrNegativeFrameSize), errors.Is(err, protocol.ErrNotKafka):
 		c.close(protocolReason, fmt.Errorf("%s sent a bad frame: %w", side, err))
 	default:
 		var ne net.Error
@@ -296,6 +320,7 @@ func (c *conn) responses() {
 			c.close(reasonClientClosed, err)
 			return
 		}
+		c.ur.Release()
 		c.p.m.bytesOut.Add(float64(len(out)))
 		c.owed.Add(-1)
 		if len(c.inflight) == 0 || !c.ur.HasFrame() {

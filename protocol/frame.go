@@ -6,6 +6,8 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math/bits"
+	"sync"
 )
 
 // DefaultMaxFrameBytes is the largest frame a Reader accepts unless told
@@ -16,22 +18,45 @@ const DefaultMaxFrameBytes = 100 << 20
 // above the configured maximum. The frame is not read.
 var ErrFrameTooLarge = errors.New("frame larger than the configured maximum")
 
+// ErrNotKafka is wrapped by Reader.Next when the stream starts like another
+// protocol (a TLS handshake, HTTP) instead of a Kafka frame. It is told
+// before the size is believed, whatever the configured maximum.
+var ErrNotKafka = errors.New("not the Kafka protocol")
+
 // ErrNegativeFrameSize is wrapped by Reader.Next when a size prefix is
 // negative, which no Kafka peer sends.
 var ErrNegativeFrameSize = errors.New("negative frame size")
 
 // keepBufBytes is the largest frame buffer a Reader keeps between frames.
-// Larger frames get a buffer of their own that is dropped once the next frame
-// is read, so an idle connection that once saw a 50 MiB fetch does not hold
-// 50 MiB.
+// Larger frames borrow a buffer from a pool shared by all readers and give it
+// back with Release (or at the next Next), so an idle connection that once
+// saw a 50 MiB fetch does not hold 50 MiB, and a stream of large produce
+// batches does not allocate one buffer per frame.
 const keepBufBytes = 1 << 20
+
+// bigPools holds large frame buffers by size class: class i has capacity
+// 1<<i bytes.
+var bigPools [32]sync.Pool
+
+func getBig(n int) *[]byte {
+	class := bits.Len(uint(n - 1))
+	if v := bigPools[class].Get(); v != nil {
+		return v.(*[]byte)
+	}
+	b := make([]byte, 1<<class)
+	return &b
+}
+
+func putBig(b *[]byte) { bigPools[bits.Len(uint(cap(*b)-1))].Put(b) }
 
 // Reader reads length-prefixed Kafka frames from a stream. It reuses one
 // buffer, so the slice Next returns is valid only until the next call.
 type Reader struct {
 	br    *bufio.Reader
 	max   int32
+	sz    [4]byte // the size prefix; a field so that reading it does not allocate
 	buf   []byte
+	big   *[]byte // pooled buffer of the last frame, when it was large
 	frame []byte
 }
 
@@ -51,30 +76,36 @@ func NewReader(r io.Reader, maxBytes int32, bufSize int) *Reader {
 // that ends inside a frame gives io.ErrUnexpectedEOF. Frame returns the same
 // frame with its size prefix, ready to be written on.
 func (r *Reader) Next() ([]byte, error) {
-	var sz [4]byte
-	if _, err := io.ReadFull(r.br, sz[:]); err != nil {
+	r.Release()
+	r.frame = nil
+	if _, err := io.ReadFull(r.br, r.sz[:]); err != nil {
 		if errors.Is(err, io.ErrUnexpectedEOF) {
 			err = fmt.Errorf("reading frame size: %w", err)
 		}
 		r.frame = nil
 		return nil, err
 	}
+	sz := r.sz
 	n := int32(binary.BigEndian.Uint32(sz[:]))
+	if what := otherProtocol(sz); what != "" {
+		return nil, fmt.Errorf("%w: the stream starts like %s", ErrNotKafka, what)
+	}
 	switch {
 	case n < 0:
 		return nil, fmt.Errorf("%w: size prefix %d", ErrNegativeFrameSize, n)
 	case n > r.max:
-		return nil, fmt.Errorf("%w: %d bytes, maximum %d%s", ErrFrameTooLarge, n, r.max, sizeHint(sz))
+		return nil, fmt.Errorf("%w: %d bytes, maximum %d", ErrFrameTooLarge, n, r.max)
 	}
 	total := int(n) + 4
 	var buf []byte
 	if total <= cap(r.buf) {
 		buf = r.buf[:total]
-	} else {
+	} else if total <= keepBufBytes {
 		buf = make([]byte, total)
-		if total <= keepBufBytes {
-			r.buf = buf
-		}
+		r.buf = buf
+	} else {
+		r.big = getBig(total)
+		buf = (*r.big)[:total]
 	}
 	copy(buf, sz[:])
 	if _, err := io.ReadFull(r.br, buf[4:]); err != nil {
@@ -91,6 +122,15 @@ func (r *Reader) Next() ([]byte, error) {
 // Frame returns the frame Next last returned, size prefix included.
 func (r *Reader) Frame() []byte { return r.frame }
 
+// Release returns a large frame's buffer to the pool once the caller is done
+// with the frame; the frame must not be used after. Next calls it too.
+func (r *Reader) Release() {
+	if r.big != nil {
+		putBig(r.big)
+		r.big, r.frame = nil, nil
+	}
+}
+
 // HasFrame reports whether a whole frame is already buffered, so that Next
 // will not block. A writer batching what it forwards flushes when this is
 // false: nothing more will come without waiting on the network.
@@ -106,19 +146,19 @@ func (r *Reader) HasFrame() bool {
 	return n >= 0 && r.br.Buffered() >= n+4
 }
 
-// sizeHint names the usual culprit when a size prefix is absurd: a client
-// that is not speaking Kafka on this port.
-func sizeHint(sz [4]byte) string {
+// otherProtocol names the protocol a stream speaks when its first four bytes
+// are a TLS handshake record or an HTTP method rather than a Kafka size.
+func otherProtocol(sz [4]byte) string {
 	switch {
-	case sz[0] == 0x16 && sz[1] == 0x03:
-		return " (this looks like a TLS handshake: the client uses TLS but this listener is plaintext)"
-	case isUpperASCII(sz[0]) && isUpperASCII(sz[1]) && isUpperASCII(sz[2]):
-		return fmt.Sprintf(" (this looks like text %q: is an HTTP or other non-Kafka client connected to the Kafka port?)", string(sz[:]))
+	case sz[0] == 0x16 && sz[1] == 0x03 && sz[2] <= 0x04:
+		return "a TLS handshake: the client uses TLS but this listener is plaintext"
+	}
+	switch string(sz[:]) {
+	case "GET ", "POST", "PUT ", "HEAD", "PRI ", "DELE", "OPTI", "PATC", "CONN":
+		return fmt.Sprintf("HTTP (%q): an HTTP client is connected to the Kafka port", string(sz[:]))
 	}
 	return ""
 }
-
-func isUpperASCII(b byte) bool { return b >= 'A' && b <= 'Z' }
 
 // AppendFrame appends body to dst with its 4-byte size prefix.
 func AppendFrame(dst, body []byte) []byte {

@@ -86,7 +86,13 @@ func WalkFetchResponse(version int16, body []byte, fn func(*PartitionData)) (kbi
 	}
 	b := kbin.Reader{Src: body}
 	b.Span(4 + 2 + 4) // throttle, error, session id
+	// pd stays on the stack; only a caller that asks to see partitions
+	// pays for the one PartitionData handed to fn.
 	var pd PartitionData
+	var visit *PartitionData
+	if fn != nil {
+		visit = new(PartitionData)
+	}
 	for nt := b.CompactArrayLen(); nt > 0 && b.Ok(); nt-- {
 		if version >= 13 {
 			pd.Topic = nil
@@ -106,7 +112,8 @@ func WalkFetchResponse(version int16, body []byte, fn func(*PartitionData)) (kbi
 			pd.Records = b.CompactNullableBytes()
 			skipTags(&b)
 			if fn != nil && b.Ok() {
-				fn(&pd)
+				*visit = pd
+				fn(visit)
 			}
 		}
 		skipTags(&b)
