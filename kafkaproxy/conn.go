@@ -21,6 +21,14 @@ const (
 	writeBufBytes = 64 << 10
 )
 
+// streamHeadBytes is how much of a large frame the proxy reads before it
+// starts forwarding: enough for every header and for what the stages read
+// (acks, and later topic names). The rest streams through as it arrives
+// (cut-through), so a 1 MiB produce batch reaches the broker without first
+// being stored whole in the proxy, which would add its full transfer time to
+// every request's latency.
+const streamHeadBytes = 64 << 10
+
 // drainTimeout bounds how long a connection whose client stopped sending
 // waits for the broker to answer what is still owed.
 const drainTimeout = 30 * time.Second
@@ -182,7 +190,7 @@ func (c *conn) logClose() {
 func (c *conn) requests() {
 	defer close(c.inflight)
 	for {
-		frame, err := c.cr.Next()
+		frame, err := c.cr.NextHead(streamHeadBytes)
 		if errors.Is(err, io.EOF) {
 			// The client is done sending. Whatever it is owed still goes
 			// out (a half-closed client reads on); the response side
@@ -197,7 +205,7 @@ func (c *conn) requests() {
 		}
 		c.touch()
 		raw := c.cr.Frame()
-		c.p.m.bytesIn.Add(float64(len(raw)))
+		c.p.m.bytesIn.Add(float64(len(raw) + c.cr.Rest()))
 		hdr, err := protocol.ParseRequestHeader(frame)
 		if err != nil {
 			c.close(reasonClientProtocol, err)
@@ -255,6 +263,17 @@ func (c *conn) requests() {
 			return
 		}
 		c.cr.Release() // bufio.Writer keeps no reference to raw
+		if c.cr.Rest() > 0 {
+			if err := c.uw.Flush(); err != nil {
+				c.close(reasonUpstreamClosed, fmt.Errorf("writing to broker: %w", err))
+				return
+			}
+			if err := c.cr.CopyRest(c.up); err != nil {
+				c.close(streamFailReason(err, reasonClientClosed, reasonUpstreamClosed), fmt.Errorf("streaming a %s request to the broker: %w", protocol.KeyName(hdr.Key), err))
+				return
+			}
+			continue
+		}
 		// Batch pipelined requests into one write; flush when the next
 		// frame is not already here.
 		if !c.cr.HasFrame() {
@@ -264,6 +283,27 @@ func (c *conn) requests() {
 			}
 		}
 	}
+}
+
+// streamable reports whether the response to p can be streamed through
+// without being held whole: nothing in it will be rewritten.
+func streamable(p pending) bool {
+	switch {
+	case p.key == protocol.FetchKey:
+		return p.version < 16 // v16+ may end with leader endpoints
+	case p.key == protocol.ProduceKey:
+		return p.version < 10
+	}
+	return !needsRewrite(p.key)
+}
+
+// streamFailReason classifies an error while streaming a frame through:
+// the sender stopping mid-frame (senderGone), or the receiver going away.
+func streamFailReason(err error, senderGone, receiverGone string) string {
+	if errors.Is(err, io.ErrUnexpectedEOF) {
+		return senderGone
+	}
+	return receiverGone
 }
 
 // failRead closes the pair after a read error on one side, telling a clean
@@ -291,7 +331,13 @@ func (c *conn) responses() {
 		if p.local != nil {
 			out = p.local
 		} else {
-			body, err := c.ur.Next()
+			var body []byte
+			var err error
+			if streamable(p) {
+				body, err = c.ur.NextHead(streamHeadBytes)
+			} else {
+				body, err = c.ur.Next()
+			}
 			if err != nil {
 				c.failRead(err, reasonUpstreamClosed, reasonUpstreamProtocol, "broker")
 				return
@@ -321,6 +367,17 @@ func (c *conn) responses() {
 			return
 		}
 		c.ur.Release()
+		if rest := c.ur.Rest(); rest > 0 {
+			if err := c.cw.Flush(); err != nil {
+				c.close(reasonClientClosed, err)
+				return
+			}
+			if err := c.ur.CopyRest(c.client); err != nil {
+				c.close(streamFailReason(err, reasonUpstreamClosed, reasonClientClosed), fmt.Errorf("streaming a %s response to the client: %w", protocol.KeyName(p.key), err))
+				return
+			}
+			c.p.m.bytesOut.Add(float64(rest))
+		}
 		c.p.m.bytesOut.Add(float64(len(out)))
 		c.owed.Add(-1)
 		if len(c.inflight) == 0 || !c.ur.HasFrame() {

@@ -52,6 +52,8 @@ func putBig(b *[]byte) { bigPools[bits.Len(uint(cap(*b)-1))].Put(b) }
 // Reader reads length-prefixed Kafka frames from a stream. It reuses one
 // buffer, so the slice Next returns is valid only until the next call.
 type Reader struct {
+	src   io.Reader // under br; read directly only by CopyRest
+	rest  int       // bytes of the current frame not yet read (NextHead)
 	br    *bufio.Reader
 	max   int32
 	sz    [4]byte // the size prefix; a field so that reading it does not allocate
@@ -67,7 +69,7 @@ func NewReader(r io.Reader, maxBytes int32, bufSize int) *Reader {
 	if maxBytes <= 0 {
 		maxBytes = DefaultMaxFrameBytes
 	}
-	return &Reader{br: bufio.NewReaderSize(r, bufSize), max: maxBytes, buf: make([]byte, 0, 4096)}
+	return &Reader{src: r, br: bufio.NewReaderSize(r, bufSize), max: maxBytes, buf: make([]byte, 0, 4096)}
 }
 
 // Next reads one frame and returns its body (without the 4-byte size). The
@@ -76,8 +78,55 @@ func NewReader(r io.Reader, maxBytes int32, bufSize int) *Reader {
 // that ends inside a frame gives io.ErrUnexpectedEOF. Frame returns the same
 // frame with its size prefix, ready to be written on.
 func (r *Reader) Next() ([]byte, error) {
+	return r.next(0)
+}
+
+// NextHead is Next for a caller that streams large frames through: it reads
+// the frame's size and at most max bytes of its body (the head), leaving the
+// rest in the stream for CopyRest. Frame then returns the size prefix and the
+// head. A frame no larger than max is read whole, as by Next.
+func (r *Reader) NextHead(max int) ([]byte, error) {
+	return r.next(max)
+}
+
+// Rest is how many bytes of the frame NextHead returned are still unread.
+func (r *Reader) Rest() int { return r.rest }
+
+// CopyRest copies the unread rest of the current frame to w: first what is
+// buffered, then straight from the underlying stream, so that when both are
+// TCP connections the kernel moves the bytes (splice) without copying them
+// through user space.
+func (r *Reader) CopyRest(w io.Writer) error {
+	if r.rest == 0 {
+		return nil
+	}
+	if n := min(r.br.Buffered(), r.rest); n > 0 {
+		b, _ := r.br.Peek(n)
+		if _, err := w.Write(b); err != nil {
+			return fmt.Errorf("writing frame: %w", err)
+		}
+		r.br.Discard(n)
+		r.rest -= n
+	}
+	if r.rest > 0 {
+		n, err := io.Copy(w, &io.LimitedReader{R: r.src, N: int64(r.rest)})
+		r.rest -= int(n)
+		if err == nil && r.rest > 0 {
+			err = io.ErrUnexpectedEOF
+		}
+		if err != nil {
+			return fmt.Errorf("streaming frame (%d bytes left): %w", r.rest, err)
+		}
+	}
+	return nil
+}
+
+func (r *Reader) next(head int) ([]byte, error) {
 	r.Release()
 	r.frame = nil
+	if r.rest > 0 {
+		return nil, fmt.Errorf("reading a frame while %d bytes of the last one are unread; call CopyRest first", r.rest)
+	}
 	if _, err := io.ReadFull(r.br, r.sz[:]); err != nil {
 		if errors.Is(err, io.ErrUnexpectedEOF) {
 			err = fmt.Errorf("reading frame size: %w", err)
@@ -97,6 +146,10 @@ func (r *Reader) Next() ([]byte, error) {
 		return nil, fmt.Errorf("%w: %d bytes, maximum %d", ErrFrameTooLarge, n, r.max)
 	}
 	total := int(n) + 4
+	if head > 0 && int(n) > head {
+		total = head + 4
+		r.rest = int(n) - head
+	}
 	var buf []byte
 	if total <= cap(r.buf) {
 		buf = r.buf[:total]
@@ -112,7 +165,7 @@ func (r *Reader) Next() ([]byte, error) {
 		if errors.Is(err, io.EOF) {
 			err = io.ErrUnexpectedEOF
 		}
-		r.frame = nil
+		r.frame, r.rest = nil, 0
 		return nil, fmt.Errorf("reading %d-byte frame: %w", n, err)
 	}
 	r.frame = buf
@@ -135,7 +188,7 @@ func (r *Reader) Release() {
 // will not block. A writer batching what it forwards flushes when this is
 // false: nothing more will come without waiting on the network.
 func (r *Reader) HasFrame() bool {
-	if r.br.Buffered() < 4 {
+	if r.rest > 0 || r.br.Buffered() < 4 {
 		return false // Peek would block
 	}
 	b, err := r.br.Peek(4)
