@@ -1,6 +1,6 @@
 // Command pipemesh is the one pipemesh binary: the proxy (serve), an embedded
-// Kafka cluster for local work (broker), a self-contained demo (demo), and
-// its version (version).
+// Kafka cluster or benchmark sink for local work (broker), a self-contained
+// demo (demo), the throughput harness (bench), and its version (version).
 package main
 
 import (
@@ -23,8 +23,9 @@ Usage:
 
 Commands:
   serve     run the proxy in front of a Kafka cluster
-  broker    run an embedded 3-broker Kafka cluster (franz-go kfake) for local work
+  broker    run an embedded 3-broker Kafka cluster (kfake), or with --sink a fast in-memory sink for benchmarks
   demo      run broker, proxy and a small live pipeline, and print the addresses
+  bench     measure throughput and latency direct vs through the proxy
   version   print the version
 
 Run 'pipemesh <command> --help' for the flags of a command.
@@ -41,6 +42,7 @@ var commands = []command{
 	{"serve", runServe},
 	{"broker", runBroker},
 	{"demo", runDemo},
+	{"bench", runBench},
 	{"version", runVersion},
 }
 
