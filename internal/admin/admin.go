@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/http/pprof"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -22,7 +23,7 @@ const DefaultListen = "127.0.0.1:9464"
 // ReadyFunc reports whether a component is ready to serve, and why not.
 type ReadyFunc func() (bool, string)
 
-// Server serves /healthz, /readyz and /metrics.
+// Server serves /healthz, /readyz, /metrics and /debug/pprof/.
 type Server struct {
 	mux      *http.ServeMux
 	registry *prometheus.Registry
@@ -47,6 +48,11 @@ func New(log *slog.Logger) *Server {
 	})
 	s.mux.HandleFunc("GET /readyz", s.serveReady)
 	s.mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}))
+	// Profiles for operators chasing CPU or memory; the admin port binds
+	// loopback unless told otherwise.
+	s.mux.HandleFunc("GET /debug/pprof/", pprof.Index)
+	s.mux.HandleFunc("GET /debug/pprof/profile", pprof.Profile)
+	s.mux.HandleFunc("GET /debug/pprof/trace", pprof.Trace)
 	return s
 }
 
