@@ -88,16 +88,18 @@ func (c *conn) encode(header []byte, resp kmsg.Response) []byte {
 // listener for that node, binding listeners for nodes seen for the first
 // time. Unknown tagged fields are kept by kmsg as they came.
 func (c *conn) rewriteAddrs(resp kmsg.Response) error {
-	adv := c.p.brokers.advertise
+	var err error
+	// at rewrites one address in place; after the first error it does
+	// nothing, and the error is returned once at the end.
+	at := func(node int32, host *string, port *int32) {
+		if err == nil {
+			*host, *port, err = c.p.brokers.advertise(node, *host, *port)
+		}
+	}
 	switch r := resp.(type) {
 	case *kmsg.MetadataResponse:
 		for i := range r.Brokers {
-			b := &r.Brokers[i]
-			h, port, err := adv(b.NodeID, b.Host, b.Port)
-			if err != nil {
-				return err
-			}
-			b.Host, b.Port = h, port
+			at(r.Brokers[i].NodeID, &r.Brokers[i].Host, &r.Brokers[i].Port)
 		}
 		for _, t := range r.Topics {
 			if t.Topic != nil {
@@ -105,73 +107,37 @@ func (c *conn) rewriteAddrs(resp kmsg.Response) error {
 			}
 		}
 	case *kmsg.FindCoordinatorResponse:
-		if r.Version <= 3 {
-			if r.ErrorCode == 0 && r.NodeID >= 0 && r.Host != "" {
-				h, port, err := adv(r.NodeID, r.Host, r.Port)
-				if err != nil {
-					return err
-				}
-				r.Host, r.Port = h, port
-			}
-			return nil
+		// Error answers carry no usable address (node -1, empty host).
+		if r.Version <= 3 && r.ErrorCode == 0 && r.NodeID >= 0 && r.Host != "" {
+			at(r.NodeID, &r.Host, &r.Port)
 		}
 		for i := range r.Coordinators {
-			co := &r.Coordinators[i]
-			if co.ErrorCode == 0 && co.NodeID >= 0 && co.Host != "" {
-				h, port, err := adv(co.NodeID, co.Host, co.Port)
-				if err != nil {
-					return err
-				}
-				co.Host, co.Port = h, port
+			if co := &r.Coordinators[i]; co.ErrorCode == 0 && co.NodeID >= 0 && co.Host != "" {
+				at(co.NodeID, &co.Host, &co.Port)
 			}
 		}
 	case *kmsg.DescribeClusterResponse:
 		for i := range r.Brokers {
-			b := &r.Brokers[i]
-			h, port, err := adv(b.NodeID, b.Host, b.Port)
-			if err != nil {
-				return err
-			}
-			b.Host, b.Port = h, port
+			at(r.Brokers[i].NodeID, &r.Brokers[i].Host, &r.Brokers[i].Port)
 		}
 	case *kmsg.ProduceResponse:
 		for i := range r.Brokers {
-			b := &r.Brokers[i]
-			h, port, err := adv(b.NodeID, b.Host, b.Port)
-			if err != nil {
-				return err
-			}
-			b.Host, b.Port = h, port
+			at(r.Brokers[i].NodeID, &r.Brokers[i].Host, &r.Brokers[i].Port)
 		}
 	case *kmsg.FetchResponse:
 		for i := range r.Brokers {
-			b := &r.Brokers[i]
-			h, port, err := adv(b.NodeID, b.Host, b.Port)
-			if err != nil {
-				return err
-			}
-			b.Host, b.Port = h, port
+			at(r.Brokers[i].NodeID, &r.Brokers[i].Host, &r.Brokers[i].Port)
 		}
 	case *kmsg.ShareFetchResponse:
 		for i := range r.NodeEndpoints {
-			b := &r.NodeEndpoints[i]
-			h, port, err := adv(b.NodeID, b.Host, b.Port)
-			if err != nil {
-				return err
-			}
-			b.Host, b.Port = h, port
+			at(r.NodeEndpoints[i].NodeID, &r.NodeEndpoints[i].Host, &r.NodeEndpoints[i].Port)
 		}
 	case *kmsg.ShareAcknowledgeResponse:
 		for i := range r.NodeEndpoints {
-			b := &r.NodeEndpoints[i]
-			h, port, err := adv(b.NodeID, b.Host, b.Port)
-			if err != nil {
-				return err
-			}
-			b.Host, b.Port = h, port
+			at(r.NodeEndpoints[i].NodeID, &r.NodeEndpoints[i].Host, &r.NodeEndpoints[i].Port)
 		}
 	default:
 		return fmt.Errorf("no address rewrite for %T", resp)
 	}
-	return nil
+	return err
 }
