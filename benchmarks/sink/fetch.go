@@ -122,21 +122,16 @@ func (c *conn) fillFetch(req *kmsg.FetchRequest, register bool) (n int, errs boo
 			sp.HighWatermark = -1
 			sp.AbortedTransactions = noAborted
 			sp.RecordBatches = []byte{}
-			var p *partition
-			if t != nil {
-				p = t.partition(rp.Partition)
-			}
+			p, code := lookup(t, rp.Partition, c.b.id, missing)
 			switch {
-			case t == nil:
-				sp.ErrorCode = missing
-			case p == nil:
-				sp.ErrorCode = kerr.UnknownTopicOrPartition.Code
-			case p.leader != c.b.id:
-				sp.ErrorCode = kerr.NotLeaderForPartition.Code
+			case code == kerr.NotLeaderForPartition.Code:
+				sp.ErrorCode = code
 				if leaderHints {
 					sp.CurrentLeader.LeaderID, sp.CurrentLeader.LeaderEpoch = p.leader, 0
 					resp.Brokers = c.addFetchBroker(resp.Brokers, p.leader)
 				}
+			case code != 0:
+				sp.ErrorCode = code
 			default:
 				limit := max(min(int(rp.PartitionMaxBytes), maxBytes-n), 0)
 				first := len(f.reads.runs)

@@ -48,21 +48,16 @@ func (c *conn) handleProduce(h protocol.RequestHeader, body []byte) (kmsg.Respon
 			sp := &parts[len(parts)-1]
 			sp.Default()
 			sp.Partition = rp.Partition
-			var p *partition
-			if t != nil {
-				p = t.partition(rp.Partition)
-			}
+			p, code := lookup(t, rp.Partition, c.b.id, missing)
 			switch {
-			case t == nil:
-				sp.ErrorCode = missing
-			case p == nil:
-				sp.ErrorCode = kerr.UnknownTopicOrPartition.Code
-			case p.leader != c.b.id:
-				sp.ErrorCode = kerr.NotLeaderForPartition.Code
+			case code == kerr.NotLeaderForPartition.Code:
+				sp.ErrorCode = code
 				if h.Version >= 10 {
 					sp.CurrentLeader.LeaderID, sp.CurrentLeader.LeaderEpoch = p.leader, 0
 					resp.Brokers = c.addProduceBroker(resp.Brokers, p.leader)
 				}
+			case code != 0:
+				sp.ErrorCode = code
 			default:
 				sp.BaseOffset, sp.LogStartOffset, sp.ErrorCode = p.append(rp.Records)
 			}

@@ -9,6 +9,8 @@ import (
 	"sync"
 	"sync/atomic"
 
+	"github.com/twmb/franz-go/pkg/kerr"
+
 	"github.com/twmb/franz-go/pkg/kmsg"
 )
 
@@ -136,4 +138,22 @@ func validTopicName(name string) error {
 		}
 	}
 	return nil
+}
+
+// lookup resolves partition i of t on broker self for a produce or fetch. It
+// returns the error code the partition gets instead of data: missing when the
+// topic is unknown, UNKNOWN_TOPIC_OR_PARTITION, or NOT_LEADER_OR_FOLLOWER
+// (with the partition, so the caller can hint its leader).
+func lookup(t *topic, i, self int32, missing int16) (*partition, int16) {
+	if t == nil {
+		return nil, missing
+	}
+	p := t.partition(i)
+	switch {
+	case p == nil:
+		return nil, kerr.UnknownTopicOrPartition.Code
+	case p.leader != self:
+		return p, kerr.NotLeaderForPartition.Code
+	}
+	return p, 0
 }
