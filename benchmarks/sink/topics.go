@@ -10,7 +10,6 @@ import (
 	"sync/atomic"
 
 	"github.com/twmb/franz-go/pkg/kerr"
-
 	"github.com/twmb/franz-go/pkg/kmsg"
 )
 
