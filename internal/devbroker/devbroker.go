@@ -71,7 +71,11 @@ func Start(cfg Config) (*kfake.Cluster, error) {
 			if err != nil {
 				return nil, err
 			}
-			return net.Listen(network, net.JoinHostPort(host, p))
+			ln, err := net.Listen(network, net.JoinHostPort(host, p))
+			if err != nil {
+				return nil, err
+			}
+			return guardListener{ln}, nil
 		}),
 		kfake.ClusterID("pipemesh-dev"),
 		kfake.AllowAutoTopicCreation(),
