@@ -256,6 +256,11 @@ func (c *conn) requests() {
 			}
 		}
 		if p.local != nil {
+			// Answered here; a body past the head is read and dropped.
+			if err := c.cr.CopyRest(io.Discard); err != nil {
+				c.close(reasonClientClosed, err)
+				return
+			}
 			continue
 		}
 		if _, err := c.uw.Write(raw); err != nil {
