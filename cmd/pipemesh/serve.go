@@ -47,7 +47,7 @@ func (f *serveFlags) register(fs *flag.FlagSet) {
 	fs.Var(&f.upstream, "kafka-upstream", "upstream Kafka bootstrap `host:port` (repeat or comma-separate for several)")
 	fs.StringVar(&f.advertiseHost, "advertise-host", "", "`host` clients are told to connect to (default: the host of --kafka-listen)")
 	fs.IntVar(&f.brokerPortBase, "broker-port-base", 0, "broker listener `port` = this + node id (default: the --kafka-listen port + 1; -1: OS-assigned, single proxy only)")
-	fs.StringVar(&f.adminListen, "admin-listen", admin.DefaultListen, "`host:port` for /healthz, /readyz and /metrics")
+	fs.StringVar(&f.adminListen, "admin-listen", admin.DefaultListen, "`host:port` for /healthz, /readyz, /metrics and /debug/pprof/")
 	fs.StringVar(&f.maxFrame, "max-frame-bytes", "100MiB", "largest request or response `size` accepted (bytes, or KiB/MiB/GiB)")
 	fs.DurationVar(&f.idleTimeout, "idle-timeout", kafkaproxy.DefaultIdleTimeout, "close client connections idle this `long` (like connections.max.idle.ms)")
 	fs.DurationVar(&f.dialTimeout, "dial-timeout", kafkaproxy.DefaultDialTimeout, "upstream connect `timeout`")

@@ -94,7 +94,7 @@ func (s *Server) Serve(ctx context.Context) error {
 	srv := &http.Server{Handler: s.mux, ReadHeaderTimeout: 10 * time.Second}
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(s.ln) }()
-	s.log.Info("admin listening", "addr", s.Addr(), "endpoints", "/healthz /readyz /metrics")
+	s.log.Info("admin listening", "addr", s.Addr(), "endpoints", "/healthz /readyz /metrics /debug/pprof/")
 	select {
 	case err := <-errc:
 		return fmt.Errorf("admin: %w", err)
