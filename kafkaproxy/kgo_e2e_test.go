@@ -235,34 +235,12 @@ func e2eEndOffsets(ctx context.Context, t testing.TB, cl *kgo.Client, topic stri
 	return out
 }
 
-// e2eMetric sums the samples (counters and gauges) of a proxy metric whose
-// label name has value.
-func e2eMetric(t testing.TB, e *env, metric, label, value string) float64 {
-	t.Helper()
-	mfs, err := e.registry.Gather()
-	require.NoError(t, err)
-	var sum float64
-	for _, mf := range mfs {
-		if mf.GetName() != metric {
-			continue
-		}
-		for _, m := range mf.GetMetric() {
-			for _, lp := range m.GetLabel() {
-				if lp.GetName() == label && lp.GetValue() == value {
-					sum += m.GetCounter().GetValue() + m.GetGauge().GetValue()
-				}
-			}
-		}
-	}
-	return sum
-}
-
 // e2eNoProtocolErrors asserts that the proxy closed no connection because a
 // frame could not be read or rewritten.
 func e2eNoProtocolErrors(t testing.TB, e *env) {
 	t.Helper()
 	for _, reason := range []string{"client_protocol_error", "upstream_protocol_error", "rewrite_failed"} {
-		assert.Zero(t, e2eMetric(t, e, "pipemesh_kafka_connections_closed_total", "reason", reason),
+		assert.Zero(t, proxyCounter(t, e, "pipemesh_kafka_connections_closed_total", "reason", reason),
 			"connections the proxy closed with reason %s", reason)
 	}
 }
@@ -581,9 +559,9 @@ func TestKgoE2EConsumerGroupKIP848(t *testing.T) {
 	}
 
 	// The group really ran on KIP-848 through the proxy.
-	assert.Positive(t, e2eMetric(t, e, "pipemesh_kafka_requests_total", "api", "ConsumerGroupHeartbeat"))
-	assert.Zero(t, e2eMetric(t, e, "pipemesh_kafka_requests_total", "api", "JoinGroup"))
-	assert.Zero(t, e2eMetric(t, e, "pipemesh_kafka_requests_total", "api", "SyncGroup"))
+	assert.Positive(t, proxyCounter(t, e, "pipemesh_kafka_requests_total", "api", "ConsumerGroupHeartbeat"))
+	assert.Zero(t, proxyCounter(t, e, "pipemesh_kafka_requests_total", "api", "JoinGroup"))
+	assert.Zero(t, proxyCounter(t, e, "pipemesh_kafka_requests_total", "api", "SyncGroup"))
 	e2eNoProtocolErrors(t, e)
 }
 
@@ -727,7 +705,7 @@ func TestKgoE2ELeaderMoves(t *testing.T) {
 	// The NOT_LEADER answers carried the new leader's endpoint (KIP-951),
 	// which the proxy rewrote to its own listener.
 	for _, api := range []string{"Produce", "Fetch"} {
-		assert.Positive(t, e2eMetric(t, e, "pipemesh_kafka_responses_rewritten_total", "api", api), "%s responses rewritten", api)
+		assert.Positive(t, proxyCounter(t, e, "pipemesh_kafka_responses_rewritten_total", "api", api), "%s responses rewritten", api)
 	}
 	t.Logf("%d records through %d leader moves", total, moves)
 	e2eNoProtocolErrors(t, e)

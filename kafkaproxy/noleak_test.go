@@ -353,7 +353,7 @@ func TestNoUpstreamAddressLeaks(t *testing.T) {
 		cl.Close()
 	}
 	require.Eventually(t, func() bool {
-		return e2eMetric(t, e, "pipemesh_kafka_connections", "state", "open") == 0
+		return proxyCounter(t, e, "pipemesh_kafka_connections", "state", "open") == 0
 	}, 10*time.Second, 10*time.Millisecond, "the proxy still has client connections open")
 
 	// The checks.
