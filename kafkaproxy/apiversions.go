@@ -62,13 +62,7 @@ func capApiVersions(resp *kmsg.ApiVersionsResponse) {
 // the ApiVersions range it supports, which is what clients look for to retry
 // (KIP-511). The frame includes its size prefix.
 func unsupportedApiVersions(corr int32) []byte {
-	resp := kmsg.NewPtrApiVersionsResponse()
-	resp.SetVersion(0)
-	resp.ErrorCode = kerr.UnsupportedVersion.Code
-	k := kmsg.NewApiVersionsResponseApiKey()
-	k.ApiKey = protocol.ApiVersionsKey
-	k.MaxVersion = maxVersion(protocol.ApiVersionsKey)
-	resp.ApiKeys = append(resp.ApiKeys, k)
+	resp := protocol.UnsupportedApiVersions(0, maxVersion(protocol.ApiVersionsKey))
 	out := binary.BigEndian.AppendUint32(make([]byte, 4, 64), uint32(corr))
 	out = resp.AppendTo(out)
 	binary.BigEndian.PutUint32(out, uint32(len(out)-4))

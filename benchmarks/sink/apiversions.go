@@ -6,7 +6,6 @@ import (
 	"slices"
 	"strings"
 
-	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kmsg"
 
 	"github.com/pipemesh/pipemesh/protocol"
@@ -94,10 +93,6 @@ func (c *conn) handleApiVersions(h protocol.RequestHeader, body []byte) (kmsg.Re
 // the sink knows: v0, UNSUPPORTED_VERSION, and the ApiVersions versions
 // served, as Kafka answers (KIP-511).
 func unsupportedApiVersions() kmsg.Response {
-	resp := kmsg.NewPtrApiVersionsResponse()
-	resp.Version = 0
-	resp.ErrorCode = kerr.UnsupportedVersion.Code
 	r := servedVersions[protocol.ApiVersionsKey]
-	resp.ApiKeys = []kmsg.ApiVersionsResponseApiKey{{ApiKey: protocol.ApiVersionsKey, MinVersion: r.min, MaxVersion: r.max}}
-	return resp
+	return protocol.UnsupportedApiVersions(r.min, r.max)
 }
