@@ -301,3 +301,62 @@ func mayStallKmsg(b []byte) bool {
 	}
 	return false
 }
+
+// FuzzWalkProduceRequest checks that the walk never panics, that it fails
+// only with ErrMalformed, and that where kmsg decodes a body the walk sees
+// the same partitions and records.
+func FuzzWalkProduceRequest(f *testing.F) {
+	for _, v := range []int16{3, 7, 9, 13} {
+		f.Add(v, produceRequestWith(v, 2, 2, v%2 == 1).AppendTo(nil))
+	}
+	f.Fuzz(func(t *testing.T, version int16, body []byte) {
+		version = 3 + int16(uint16(version)%11)
+		var got [][]byte
+		err := WalkProduceRequest(version, body, func(pd PartitionData) { got = append(got, pd.Records) })
+		if err != nil && !errors.Is(err, ErrMalformed) {
+			t.Fatalf("error does not wrap ErrMalformed: %v", err)
+		}
+		if mayStallKmsg(body) {
+			return
+		}
+		r := kmsg.NewPtrProduceRequest()
+		r.SetVersion(version)
+		if r.ReadFrom(body) != nil {
+			return
+		}
+		if err != nil {
+			t.Fatalf("Produce v%d: kmsg decodes the body but the walk fails: %v", version, err)
+		}
+		var want [][]byte
+		for _, tp := range r.Topics {
+			for _, p := range tp.Partitions {
+				want = append(want, p.Records)
+			}
+		}
+		if len(want) != len(got) {
+			t.Fatalf("Produce v%d: kmsg sees %d partitions, the walk %d", version, len(want), len(got))
+		}
+		for i := range want {
+			if !bytes.Equal(want[i], got[i]) {
+				t.Fatalf("Produce v%d partition %d: records differ", version, i)
+			}
+		}
+	})
+}
+
+// FuzzCountBatches checks that counting never panics or overruns and that
+// the whole batches it counts fit in the input.
+func FuzzCountBatches(f *testing.F) {
+	f.Add(recordBatch(3, 0, 0))
+	f.Add(append(recordBatch(2, int16(CodecZstd), 0), recordBatch(1, ControlBit, 2)...))
+	f.Add([]byte{0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 10, 0, 0, 0, 0, 1, 0, 0, 0, 0, 0})
+	f.Fuzz(func(t *testing.T, records []byte) {
+		s, err := CountBatches(records)
+		if err != nil && !errors.Is(err, ErrMalformed) {
+			t.Fatalf("error does not wrap ErrMalformed: %v", err)
+		}
+		if s.Bytes+int64(s.Partial) > int64(len(records)) {
+			t.Fatalf("counted %d bytes and %d partial of %d", s.Bytes, s.Partial, len(records))
+		}
+	})
+}

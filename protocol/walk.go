@@ -76,47 +76,62 @@ func skipProduceResponse(version int16, body []byte) (kbin.Reader, error) {
 	return b, nil
 }
 
-// WalkFetchResponse walks a flexible Fetch response body (v12+), calls fn
-// (if not nil) for every partition, and returns the reader positioned at the
-// top-level tagged fields. Record bytes are handed to fn as they lie in the
-// frame; nothing is copied or decompressed.
-func WalkFetchResponse(version int16, body []byte, fn func(*PartitionData)) (kbin.Reader, error) {
-	if version < 12 {
-		return kbin.Reader{}, fmt.Errorf("%w: Fetch v%d is not flexible; only v12+ can be walked", ErrMalformed, version)
+// WalkFetchResponse walks a Fetch response body (v4+, the versions with
+// record batches of magic v2), calls fn (if not nil) for every partition, and
+// returns the reader positioned at the end of the body: at the top-level
+// tagged fields in flexible versions (v12+). Record bytes are handed to fn
+// as they lie in the frame; nothing is copied or decompressed. PartitionData
+// is passed by value so that walking allocates nothing.
+func WalkFetchResponse(version int16, body []byte, fn func(PartitionData)) (kbin.Reader, error) {
+	if version < 4 {
+		return kbin.Reader{}, fmt.Errorf("%w: Fetch v%d predates record batch v2; only v4+ can be walked", ErrMalformed, version)
 	}
+	flexible := version >= 12
 	b := kbin.Reader{Src: body}
-	b.Span(4 + 2 + 4) // throttle, error, session id
-	// pd stays on the stack; only a caller that asks to see partitions
-	// pays for the one PartitionData handed to fn.
-	var pd PartitionData
-	var visit *PartitionData
-	if fn != nil {
-		visit = new(PartitionData)
+	b.Span(4) // throttle
+	if version >= 7 {
+		b.Span(2 + 4) // error, session id
 	}
-	for nt := b.CompactArrayLen(); nt > 0 && b.Ok(); nt-- {
-		if version >= 13 {
+	var pd PartitionData
+	for nt := arrayLen(&b, flexible); nt > 0 && b.Ok(); nt-- {
+		switch {
+		case version >= 13:
 			pd.Topic = nil
 			pd.TopicID = b.Uuid()
-		} else {
+		case flexible:
 			pd.Topic = b.Span(int(b.Uvarint()) - 1)
+		default:
+			pd.Topic = b.Span(int(b.Int16()))
 		}
-		for np := b.CompactArrayLen(); np > 0 && b.Ok(); np-- {
+		for np := arrayLen(&b, flexible); np > 0 && b.Ok(); np-- {
 			pd.Partition = b.Int32()
 			pd.ErrorCode = b.Int16()
-			b.Span(8 + 8 + 8) // high watermark, last stable, log start
-			for na := b.CompactArrayLen(); na > 0 && b.Ok(); na-- {
-				b.Span(8 + 8)
-				skipTags(&b)
+			b.Span(8 + 8) // high watermark, last stable
+			if version >= 5 {
+				b.Span(8) // log start
 			}
-			b.Int32() // preferred read replica
-			pd.Records = b.CompactNullableBytes()
-			skipTags(&b)
+			for na := arrayLen(&b, flexible); na > 0 && b.Ok(); na-- {
+				b.Span(8 + 8)
+				if flexible {
+					skipTags(&b)
+				}
+			}
+			if version >= 11 {
+				b.Int32() // preferred read replica
+			}
+			if flexible {
+				pd.Records = b.CompactNullableBytes()
+				skipTags(&b)
+			} else {
+				pd.Records = b.NullableBytes()
+			}
 			if fn != nil && b.Ok() {
-				*visit = pd
-				fn(visit)
+				fn(pd)
 			}
 		}
-		skipTags(&b)
+		if flexible {
+			skipTags(&b)
+		}
 	}
 	if err := b.Complete(); err != nil {
 		return b, fmt.Errorf("%w: Fetch v%d response", ErrMalformed, version)
