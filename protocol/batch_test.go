@@ -121,4 +121,3 @@ func BenchmarkCountBatches(b *testing.B) {
 		}
 	}
 }
-
