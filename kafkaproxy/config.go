@@ -3,6 +3,7 @@ package kafkaproxy
 import (
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"strconv"
@@ -10,6 +11,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/pipemesh/pipemesh/policy"
 	"github.com/pipemesh/pipemesh/protocol"
 )
 
@@ -52,6 +54,15 @@ type Config struct {
 	Logger *slog.Logger
 	// Registerer receives the proxy's metrics. Default: a private registry.
 	Registerer prometheus.Registerer
+	// Policy, when set, turns on identity and authorization: SASL is
+	// terminated at the proxy when the policy defines principals, and every
+	// request is checked against the policy in force (see docs/security.md).
+	// Nil keeps the zero-allocation pass-through path.
+	Policy *policy.Store
+	// AuditLog, when set, receives one JSON line per denied decision (and
+	// per allowed one with AuditAllows). Nil logs denials at warn level.
+	AuditLog    io.Writer
+	AuditAllows bool
 	// WrapClientConn, when set, wraps every accepted client connection
 	// (tests use it to capture what clients receive).
 	WrapClientConn func(net.Conn) net.Conn

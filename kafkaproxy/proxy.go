@@ -10,6 +10,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/twmb/franz-go/pkg/kgo"
 	"github.com/twmb/franz-go/pkg/kmsg"
 )
@@ -38,6 +39,12 @@ type Proxy struct {
 	readyMu sync.Mutex
 	notYet  string // why not ready, for /readyz
 	refresh chan chan error
+
+	// Identity and authorization (authorize.go, sasl.go, audit.go); set
+	// only when cfg.Policy is.
+	audit        *auditLog
+	authFails    *failureLimiter
+	authFailures prometheus.Counter
 }
 
 // New checks cfg and returns a Proxy that is not yet listening.
@@ -59,6 +66,11 @@ func New(cfg Config) (*Proxy, error) {
 		refresh: make(chan chan error),
 	}
 	p.brokers = newBrokerMap(p)
+	if cfg.Policy != nil {
+		if err := p.initAuth(); err != nil {
+			return nil, err
+		}
+	}
 	return p, nil
 }
 
