@@ -313,4 +313,3 @@ func TestAuthzAuditModeLetsThrough(t *testing.T) {
 	require.NoError(t, bob.ProduceSync(ctx, &kgo.Record{Topic: "orders", Value: []byte("audited")}).FirstErr())
 	assert.Contains(t, e.audit.String(), `"result":"would_deny","principal":"User:bob"`)
 }
-
