@@ -24,6 +24,16 @@ type File struct {
 	Kafka Kafka `yaml:"kafka"`
 	Admin Admin `yaml:"admin"`
 	Log   Log   `yaml:"log"`
+	// Policy is the policy file (serve --policy), see docs/security.md.
+	Policy string `yaml:"policy"`
+	Audit  Audit  `yaml:"audit"`
+}
+
+// Audit configures the audit log of policy decisions.
+type Audit struct {
+	// Log is a file to append JSON lines to, or "-" for standard error.
+	Log    string `yaml:"log"`
+	Allows bool   `yaml:"allows"`
 }
 
 // Kafka configures the Kafka proxy.
