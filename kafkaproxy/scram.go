@@ -36,6 +36,9 @@ type scramServer struct {
 	gs2       string
 	firstBare string
 	srvFirst  string
+	// serverNonce makes the server's part of the nonce; tests replace it
+	// to replay the RFC's example exchange.
+	serverNonce func() string
 }
 
 func newScramServer(mech string, lookup func(string) (*policy.Credentials, bool)) *scramServer {
@@ -117,10 +120,14 @@ func (s *scramServer) first(msg string) ([]byte, bool, error) {
 		rand.Read(salt)
 		s.cred = policy.ScramCredential{Salt: salt, Iterations: policy.ScramIterations}
 	}
-	nb := make([]byte, 24)
-	rand.Read(nb)
 	s.cnonce = cnonce
-	s.nonce = cnonce + base64.RawURLEncoding.EncodeToString(nb)
+	if s.serverNonce != nil {
+		s.nonce = cnonce + s.serverNonce()
+	} else {
+		nb := make([]byte, 24)
+		rand.Read(nb)
+		s.nonce = cnonce + base64.RawURLEncoding.EncodeToString(nb)
+	}
 	s.srvFirst = "r=" + s.nonce + ",s=" + base64.StdEncoding.EncodeToString(s.cred.Salt) + ",i=" + strconv.Itoa(s.cred.Iterations)
 	return []byte(s.srvFirst), false, nil
 }
