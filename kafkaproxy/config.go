@@ -1,6 +1,7 @@
 package kafkaproxy
 
 import (
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
@@ -10,7 +11,9 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/twmb/franz-go/pkg/sasl"
 
+	"github.com/pipemesh/pipemesh/internal/tlsfiles"
 	"github.com/pipemesh/pipemesh/policy"
 	"github.com/pipemesh/pipemesh/protocol"
 )
@@ -63,6 +66,16 @@ type Config struct {
 	// per allowed one with AuditAllows). Nil logs denials at warn level.
 	AuditLog    io.Writer
 	AuditAllows bool
+	// ClientTLS, when set, makes every client listener speak TLS. With
+	// client certificates verified (mTLS), the certificate names the
+	// principal, by PrincipalFrom (default: SPIFFE ID, else common name).
+	ClientTLS     *tls.Config
+	PrincipalFrom tlsfiles.PrincipalFrom
+	// UpstreamTLS and UpstreamSASL, when set, secure and authenticate every
+	// connection the proxy opens to a broker with the proxy's own
+	// credentials.
+	UpstreamTLS  *tls.Config
+	UpstreamSASL sasl.Mechanism
 	// WrapClientConn, when set, wraps every accepted client connection
 	// (tests use it to capture what clients receive).
 	WrapClientConn func(net.Conn) net.Conn

@@ -87,6 +87,10 @@ func (p *Proxy) handle(nc net.Conn, node int32) {
 		nc = p.cfg.WrapClientConn(nc)
 	}
 	p.m.accepted.Inc()
+	nc, principal, ok := p.acceptTLS(nc) // tls.go; nc itself without TLS
+	if !ok {
+		return
+	}
 	c := &conn{
 		p: p, id: p.nextID.Add(1), node: node, client: nc,
 		inflight: make(chan pending, p.cfg.MaxInFlight),
@@ -95,6 +99,9 @@ func (p *Proxy) handle(nc net.Conn, node int32) {
 	}
 	if p.cfg.Policy != nil {
 		c.principal = policy.Anonymous
+	}
+	if principal != "" {
+		c.principal = principal
 	}
 	c.touch()
 	p.track(c, true)

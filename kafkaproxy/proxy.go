@@ -117,11 +117,11 @@ func (p *Proxy) Serve(ctx context.Context) error {
 	}
 	p.ctx, p.cancel = context.WithCancel(ctx)
 	defer p.cancel()
-	ctl, err := kgo.NewClient(
+	ctl, err := kgo.NewClient(append(p.upstreamOpts(),
 		kgo.SeedBrokers(p.cfg.Upstreams...),
 		kgo.DialTimeout(p.cfg.DialTimeout),
 		kgo.ClientID("pipemesh-proxy"),
-	)
+	)...)
 	if err != nil {
 		return fmt.Errorf("kafkaproxy: creating the metadata client: %w", err)
 	}
@@ -291,6 +291,9 @@ func (p *Proxy) dialUpstream(node int32) (net.Conn, string, error) {
 			return nil, "", fmt.Errorf("broker %d is not known to the proxy", node)
 		}
 		c, err := d.DialContext(p.ctx, "tcp", addr)
+		if err == nil {
+			c, err = p.secureUpstream(c, addr)
+		}
 		if err != nil {
 			p.m.dialErrors.Inc()
 		}
@@ -303,6 +306,9 @@ func (p *Proxy) dialUpstream(node int32) (net.Conn, string, error) {
 	for i := range p.cfg.Upstreams {
 		addr := p.cfg.Upstreams[(start+i)%len(p.cfg.Upstreams)]
 		c, err := d.DialContext(p.ctx, "tcp", addr)
+		if err == nil {
+			c, err = p.secureUpstream(c, addr)
+		}
 		if err == nil {
 			return c, addr, nil
 		}
