@@ -43,6 +43,7 @@ type serveFlags struct {
 	policyPath     string
 	auditLog       string
 	auditAllows    bool
+	security       securityFlags
 }
 
 func (f *serveFlags) register(fs *flag.FlagSet) {
@@ -62,6 +63,7 @@ func (f *serveFlags) register(fs *flag.FlagSet) {
 	fs.StringVar(&f.policyPath, "policy", "", "policy `file`: principals (SASL) and Kafka-style ACLs, reloaded on SIGHUP and on change; see docs/security.md")
 	fs.StringVar(&f.auditLog, "audit-log", "", "`file` to append one JSON line per denied request to (- for stderr; default: denials go to the log)")
 	fs.BoolVar(&f.auditAllows, "audit-allows", false, "also write allowed decisions to --audit-log")
+	f.security.register(fs)
 }
 
 // settings is the merged result of defaults, config file and flags.
@@ -73,6 +75,7 @@ type settings struct {
 	policyPath  string
 	auditLog    string
 	auditAllows bool
+	security    securitySettings
 }
 
 // resolve merges the config file (if any) under the flags the user set.
@@ -136,6 +139,9 @@ func (f *serveFlags) resolve(fs *flag.FlagSet) (*settings, error) {
 	if !set["max-in-flight"] && k.MaxInFlight != 0 {
 		s.proxy.MaxInFlight = k.MaxInFlight
 	}
+	if s.security, err = f.security.resolve(set, k, os.LookupEnv); err != nil {
+		return nil, err
+	}
 	if len(s.proxy.Upstreams) == 0 {
 		return nil, errors.New("no upstream Kafka cluster: set --kafka-upstream HOST:PORT (or kafka.upstream in --config); " +
 			"for a local one, run 'pipemesh broker' and use --kafka-upstream 127.0.0.1:9092")
@@ -171,6 +177,10 @@ func serve(ctx context.Context, s *settings, log *slog.Logger, started func(*kaf
 	defer cancel()
 	closePolicy, err := setupPolicy(ctx, s, log, adm.Registry(), os.Stderr)
 	if err != nil {
+		return err
+	}
+	if err := setupSecurity(ctx, s, log); err != nil {
+		closePolicy()
 		return err
 	}
 	defer closePolicy()
