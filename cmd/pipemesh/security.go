@@ -134,4 +134,3 @@ func setupSecurity(ctx context.Context, s *settings, log *slog.Logger) error {
 	s.proxy.UpstreamSASL = s.security.upstreamSASL
 	return nil
 }
-
