@@ -38,9 +38,9 @@ type auditEntry struct {
 	Rule      string    `json:"rule,omitempty"`
 }
 
-func (l *auditLog) record(c *conn, key int16, op policy.Operation, rt policy.ResourceType, name string, d policy.Decision) {
+func (l *auditLog) record(c *conn, principal string, key int16, op policy.Operation, rt policy.ResourceType, name string, d policy.Decision) {
 	e := auditEntry{
-		Time: time.Now().UTC(), Result: d.Result.String(), Principal: c.principal, ClientID: c.clientID,
+		Time: time.Now().UTC(), Result: d.Result.String(), Principal: principal, ClientID: c.clientID,
 		Source: c.client.RemoteAddr().String(), API: protocol.KeyName(key), Operation: op.String(),
 		Resource: rt.String(), Name: name, Reason: d.Reason.String(),
 	}

@@ -102,7 +102,7 @@ func (c *conn) authorize(hdr *protocol.RequestHeader, frame []byte, p *pending) 
 	if err != nil {
 		return nil, err
 	}
-	a := authzRun{c: c, pol: pol, key: hdr.Key, clientID: c.clientID}
+	a := authzRun{c: c, pol: pol, key: hdr.Key, principal: c.principal}
 	v := a.check(req)
 	switch {
 	case v.closeErr != nil:
@@ -209,20 +209,22 @@ type verdict struct {
 	closeErr error
 }
 
-// authzRun checks one request.
+// authzRun checks one request. It keeps the principal and policy of the
+// moment the request arrived: response fix-ups run on the response
+// goroutine, after a re-authentication or reload may have moved on.
 type authzRun struct {
-	c        *conn
-	pol      *policy.Policy
-	key      int16
-	clientID string
+	c         *conn
+	pol       *policy.Policy
+	key       int16
+	principal string
 }
 
 // ok decides one operation and records it (metric, audit log).
 func (a *authzRun) ok(op policy.Operation, rt policy.ResourceType, name string) bool {
-	d := a.pol.Decide(a.c.principal, op, rt, name)
+	d := a.pol.Decide(a.principal, op, rt, name)
 	a.c.p.cfg.Policy.Count(d.Result)
 	if d.Result != policy.Allowed || a.c.p.audit.allows {
-		a.c.p.audit.record(a.c, a.key, op, rt, name, d)
+		a.c.p.audit.record(a.c, a.principal, a.key, op, rt, name, d)
 	}
 	return d.Allowed()
 }
@@ -374,7 +376,7 @@ func (a *authzRun) check(req kmsg.Request) verdict {
 	}
 	a.c.p.cfg.Policy.Count(d.Result)
 	if d.Result != policy.Allowed {
-		a.c.p.audit.record(a.c, a.key, policy.OpAll, policy.ResCluster, policy.ClusterName, d)
+		a.c.p.audit.record(a.c, a.principal, a.key, policy.OpAll, policy.ResCluster, policy.ClusterName, d)
 	}
 	if d.Allowed() {
 		return verdict{}
@@ -447,7 +449,7 @@ func (a *authzRun) fetch(r *kmsg.FetchRequest) verdict {
 func (a *authzRun) metadata(r *kmsg.MetadataRequest) verdict {
 	explicit := r.Topics != nil
 	modified := false
-	if r.AllowAutoTopicCreation && explicit && !a.pol.IsSuperUser(a.c.principal) {
+	if r.AllowAutoTopicCreation && explicit {
 		clusterCreate := a.ok(policy.OpCreate, policy.ResCluster, policy.ClusterName)
 		for _, t := range r.Topics {
 			if !clusterCreate && t.Topic != nil && !a.ok(policy.OpCreate, policy.ResTopic, *t.Topic) {
@@ -904,7 +906,7 @@ func (a *authzRun) initProducerID(r *kmsg.InitProducerIDRequest) verdict {
 	if r.TransactionalID != nil {
 		return a.txn(*r.TransactionalID, func(resp kmsg.Response) { resp.(*kmsg.InitProducerIDResponse).ErrorCode = errTxnAuth })
 	}
-	if a.pol.AllowedOnAny(a.c.principal, policy.OpWrite, policy.ResTopic) {
+	if a.pol.AllowedOnAny(a.principal, policy.OpWrite, policy.ResTopic) {
 		a.c.p.cfg.Policy.Count(policy.Allowed)
 		return verdict{}
 	}

@@ -313,3 +313,24 @@ func TestAuthzAuditModeLetsThrough(t *testing.T) {
 	require.NoError(t, bob.ProduceSync(ctx, &kgo.Record{Topic: "orders", Value: []byte("audited")}).FirstErr())
 	assert.Contains(t, e.audit.String(), `"result":"would_deny","principal":"User:bob"`)
 }
+
+// TestAuthzDeniedAcks0ProduceCloses: a produce with acks=0 has no answer
+// to carry an error, so a denied one closes the connection, as Kafka does.
+func TestAuthzDeniedAcks0ProduceCloses(t *testing.T) {
+	e := startAuthzEnv(t, authzPolicy)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	bob := saslClient(t, e, "PLAIN", "bob", "bob-secret", kgo.RequiredAcks(kgo.NoAck()), kgo.DisableIdempotentWrite())
+	require.NoError(t, bob.Ping(ctx))
+	// With acks=0 kgo counts the record sent once written; the proxy's
+	// answer is the closed connection.
+	_ = bob.ProduceSync(ctx, &kgo.Record{Topic: "orders", Value: []byte("fire and forget")}).FirstErr()
+	require.Eventually(t, func() bool { return closedTotal(t, e.registry, "auth_refused") >= 1 }, 10*time.Second, 20*time.Millisecond)
+
+	admin := saslClient(t, e, "PLAIN", "admin", "admin-secret", kgo.ConsumeTopics("orders"), kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()),
+		kgo.FetchMaxWait(200*time.Millisecond))
+	pctx, pcancel := context.WithTimeout(ctx, 2*time.Second)
+	defer pcancel()
+	fs := admin.PollFetches(pctx)
+	assert.Zero(t, fs.NumRecords(), "the denied record must not reach the broker")
+}

@@ -95,3 +95,26 @@ func TestFailureLimiter(t *testing.T) {
 }
 
 func timeAt(sec int64) time.Time { return time.Unix(1_800_000_000+sec, 0) }
+
+// FuzzScramServer feeds arbitrary client messages to the SCRAM server: it
+// must answer or refuse, never panic, and never succeed without the proof.
+func FuzzScramServer(f *testing.F) {
+	f.Add([]byte("n,,n=user,r=rOprNGfwEbeRWgbNEkqO"), []byte("c=biws,r=rOprNGfwEbeRWgbNEkqOXYZ,p=dHzbZapWIk4jUhN+Ute9ytag9zjfMHgsqmmiz7AndVQ="))
+	f.Add([]byte("y,a=user,n=user,r=x"), []byte("c=eSxhPXVzZXIs,r=xXYZ,p="))
+	f.Add([]byte("n,,n==2C=3D,r=,"), []byte(",p=,p=,"))
+	cred, err := policy.DeriveScram(sha256.New, "pencil", []byte("salt"), 4096)
+	require.NoError(f, err)
+	lookup := func(user string) (*policy.Credentials, bool) {
+		return &policy.Credentials{User: user, SHA256: cred}, user == "user"
+	}
+	f.Fuzz(func(t *testing.T, first, final []byte) {
+		s := newScramServer(mechScram256, lookup)
+		s.serverNonce = func() string { return "XYZ" }
+		if _, _, err := s.next(first); err != nil {
+			return
+		}
+		if _, done, err := s.next(final); err == nil || done {
+			t.Fatalf("a made-up proof was accepted: %q / %q", first, final)
+		}
+	})
+}
