@@ -76,8 +76,9 @@ type conn struct {
 
 	// principal is who the client is, as Kafka names it: "User:alice"
 	// after SASL or from a client certificate, "User:ANONYMOUS" before;
-	// empty when no policy is configured. Request goroutine only; other
-	// stages may read it there.
+	// empty with neither a policy nor a client certificate. Written only
+	// by the request goroutine (SASL); other stages read it there, or copy
+	// it into what they hand to the response goroutine.
 	principal string
 	sasl      saslState // request goroutine only (sasl.go)
 }
