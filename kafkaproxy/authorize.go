@@ -360,6 +360,44 @@ func (a *authzRun) check(req kmsg.Request) verdict {
 				dr.Results = append(dr.Results, res)
 			}
 		})
+	case *kmsg.DescribeTopicPartitionsRequest:
+		return a.describeTopicPartitions(r)
+	case *kmsg.DescribeProducersRequest:
+		return a.describeProducers(r)
+	case *kmsg.DescribeTransactionsRequest:
+		return a.describeTransactions(r)
+	case *kmsg.ListTransactionsRequest:
+		return a.listTransactions()
+	case *kmsg.DescribeLogDirsRequest:
+		return a.cluster(policy.OpDescribe, func(resp kmsg.Response) { resp.(*kmsg.DescribeLogDirsResponse).ErrorCode = errClusterAuth })
+	case *kmsg.DescribeClientQuotasRequest:
+		return a.cluster(policy.OpDescribeConfigs, func(resp kmsg.Response) { resp.(*kmsg.DescribeClientQuotasResponse).ErrorCode = errClusterAuth })
+	case *kmsg.DescribeUserSCRAMCredentialsRequest:
+		return a.cluster(policy.OpDescribe, func(resp kmsg.Response) {
+			resp.(*kmsg.DescribeUserSCRAMCredentialsResponse).ErrorCode = errClusterAuth
+		})
+	case *kmsg.ListPartitionReassignmentsRequest:
+		return a.cluster(policy.OpDescribe, func(resp kmsg.Response) { resp.(*kmsg.ListPartitionReassignmentsResponse).ErrorCode = errClusterAuth })
+	case *kmsg.AlterPartitionAssignmentsRequest:
+		return a.cluster(policy.OpAlter, func(resp kmsg.Response) { resp.(*kmsg.AlterPartitionAssignmentsResponse).ErrorCode = errClusterAuth })
+	case *kmsg.ElectLeadersRequest:
+		return a.cluster(policy.OpAlter, func(resp kmsg.Response) { resp.(*kmsg.ElectLeadersResponse).ErrorCode = errClusterAuth })
+	case *kmsg.AlterUserSCRAMCredentialsRequest:
+		users := make([]string, 0, len(r.Deletions)+len(r.Upsertions))
+		for _, d := range r.Deletions {
+			users = append(users, d.Name)
+		}
+		for _, u := range r.Upsertions {
+			users = append(users, u.Name)
+		}
+		return a.cluster(policy.OpAlter, func(resp kmsg.Response) {
+			ar := resp.(*kmsg.AlterUserSCRAMCredentialsResponse)
+			for _, u := range users {
+				res := kmsg.NewAlterUserSCRAMCredentialsResponseResult()
+				res.User, res.ErrorCode = u, errClusterAuth
+				ar.Results = append(ar.Results, res)
+			}
+		})
 	case *kmsg.DescribeClusterRequest, *kmsg.GetTelemetrySubscriptionsRequest, *kmsg.PushTelemetryRequest:
 		// Brokers only, or client telemetry (KIP-714): Kafka requires no
 		// ACL for these beyond being authenticated.
@@ -995,4 +1033,76 @@ func (a *authzRun) txnOffsetCommit(r *kmsg.TxnOffsetCommitRequest) verdict {
 			tr.Topics = append(tr.Topics, rt)
 		}
 	})
+}
+
+// describeTopicPartitions (KIP-966, what newer admin clients use instead
+// of Metadata) needs DESCRIBE on each topic.
+func (a *authzRun) describeTopicPartitions(r *kmsg.DescribeTopicPartitionsRequest) verdict {
+	kept, denied, _ := split(r.Topics, func(t *kmsg.DescribeTopicPartitionsRequestTopic) int16 {
+		return a.topic(policy.OpDescribe, t.Topic, [16]byte{})
+	})
+	r.Topics = kept
+	return partial(len(kept), len(denied), func(resp kmsg.Response) {
+		dr := resp.(*kmsg.DescribeTopicPartitionsResponse)
+		for _, t := range denied {
+			rt := kmsg.NewDescribeTopicPartitionsResponseTopic()
+			rt.Topic, rt.ErrorCode = kmsg.StringPtr(t.Topic), errTopicAuth
+			dr.Topics = append(dr.Topics, rt)
+		}
+	})
+}
+
+// describeProducers needs READ on each topic, as Kafka's broker asks.
+func (a *authzRun) describeProducers(r *kmsg.DescribeProducersRequest) verdict {
+	kept, denied, _ := split(r.Topics, func(t *kmsg.DescribeProducersRequestTopic) int16 {
+		return a.topic(policy.OpRead, t.Topic, [16]byte{})
+	})
+	r.Topics = kept
+	return partial(len(kept), len(denied), func(resp kmsg.Response) {
+		dr := resp.(*kmsg.DescribeProducersResponse)
+		for _, t := range denied {
+			rt := kmsg.NewDescribeProducersResponseTopic()
+			rt.Topic = t.Topic
+			for _, p := range t.Partitions {
+				rp := kmsg.NewDescribeProducersResponseTopicPartition()
+				rp.Partition, rp.ErrorCode = p, errTopicAuth
+				rt.Partitions = append(rt.Partitions, rp)
+			}
+			dr.Topics = append(dr.Topics, rt)
+		}
+	})
+}
+
+// describeTransactions needs DESCRIBE on each transactional id.
+func (a *authzRun) describeTransactions(r *kmsg.DescribeTransactionsRequest) verdict {
+	kept, denied, _ := split(r.TransactionalIDs, func(id *string) int16 {
+		if a.ok(policy.OpDescribe, policy.ResTransactionalID, *id) {
+			return 0
+		}
+		return errTxnAuth
+	})
+	r.TransactionalIDs = kept
+	return partial(len(kept), len(denied), func(resp kmsg.Response) {
+		dr := resp.(*kmsg.DescribeTransactionsResponse)
+		for _, id := range denied {
+			st := kmsg.NewDescribeTransactionsResponseTransactionState()
+			st.TransactionalID, st.ErrorCode = id, errTxnAuth
+			dr.TransactionStates = append(dr.TransactionStates, st)
+		}
+	})
+}
+
+// listTransactions shows only the transactional ids the principal may
+// DESCRIBE, as Kafka does.
+func (a *authzRun) listTransactions() verdict {
+	return verdict{fix: func(resp kmsg.Response) {
+		lr := resp.(*kmsg.ListTransactionsResponse)
+		keep := lr.TransactionStates[:0]
+		for _, st := range lr.TransactionStates {
+			if a.ok(policy.OpDescribe, policy.ResTransactionalID, st.TransactionalID) {
+				keep = append(keep, st)
+			}
+		}
+		lr.TransactionStates = keep
+	}}
 }

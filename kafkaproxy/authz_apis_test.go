@@ -104,6 +104,22 @@ func codes(resp kmsg.Response) []int16 {
 		}
 	case *kmsg.HeartbeatResponse:
 		add(r.ErrorCode)
+	case *kmsg.DescribeTopicPartitionsResponse:
+		for _, t := range r.Topics {
+			add(t.ErrorCode)
+		}
+	case *kmsg.DescribeProducersResponse:
+		for _, t := range r.Topics {
+			for _, p := range t.Partitions {
+				add(p.ErrorCode)
+			}
+		}
+	case *kmsg.DescribeTransactionsResponse:
+		for _, s := range r.TransactionStates {
+			add(s.ErrorCode)
+		}
+	case *kmsg.ElectLeadersResponse:
+		add(r.ErrorCode)
 	case *kmsg.ConsumerGroupHeartbeatResponse:
 		add(r.ErrorCode)
 	}
@@ -240,6 +256,31 @@ func TestAuthzApisAnsweredInKafkaTerms(t *testing.T) {
 		{"DescribeACLs denied", func() kmsg.Request {
 			r := kmsg.NewPtrDescribeACLsRequest()
 			r.ResourceType, r.ResourcePatternType, r.Operation, r.PermissionType = kmsg.ACLResourceTypeAny, kmsg.ACLResourcePatternTypeAny, kmsg.ACLOperationAny, kmsg.ACLPermissionTypeAny
+			return r
+		}, kerr.ClusterAuthorizationFailed.Code},
+		{"DescribeTopicPartitions denied", func() kmsg.Request {
+			r := kmsg.NewPtrDescribeTopicPartitionsRequest()
+			rt := kmsg.NewDescribeTopicPartitionsRequestTopic()
+			rt.Topic = "secret"
+			r.Topics = append(r.Topics, rt)
+			r.ResponsePartitionLimit = 100
+			return r
+		}, kerr.TopicAuthorizationFailed.Code},
+		{"DescribeProducers denied", func() kmsg.Request {
+			r := kmsg.NewPtrDescribeProducersRequest()
+			rt := kmsg.NewDescribeProducersRequestTopic()
+			rt.Topic, rt.Partitions = "secret", []int32{0}
+			r.Topics = append(r.Topics, rt)
+			return r
+		}, kerr.TopicAuthorizationFailed.Code},
+		{"DescribeTransactions denied", func() kmsg.Request {
+			r := kmsg.NewPtrDescribeTransactionsRequest()
+			r.TransactionalIDs = []string{"someone-elses"}
+			return r
+		}, kerr.TransactionalIDAuthorizationFailed.Code},
+		{"ElectLeaders denied", func() kmsg.Request {
+			r := kmsg.NewPtrElectLeadersRequest()
+			r.TimeoutMillis = 1000
 			return r
 		}, kerr.ClusterAuthorizationFailed.Code},
 		{"CreateACLs denied", func() kmsg.Request {
