@@ -284,7 +284,8 @@ func TestAuthzAnonymousRefused(t *testing.T) {
 	defer cancel()
 	cl := e2eClient(t, e.env, kgo.RequestRetries(0))
 	require.Error(t, cl.Ping(ctx))
-	assert.Positive(t, closedTotal(t, e.registry, "auth_refused"))
+	// The close is counted once both halves of the connection are done.
+	require.Eventually(t, func() bool { return closedTotal(t, e.registry, "auth_refused") > 0 }, 5*time.Second, 10*time.Millisecond)
 }
 
 func TestAuthzReloadRevokesWriteWithoutReconnect(t *testing.T) {

@@ -140,7 +140,7 @@ func TestAuthzMTLS(t *testing.T) {
 	pctx, pcancel := context.WithTimeout(ctx, 5*time.Second)
 	defer pcancel()
 	require.Error(t, anon.Ping(pctx))
-	assert.Positive(t, closedTotal(t, e.registry, "tls_failed"))
+	require.Eventually(t, func() bool { return closedTotal(t, e.registry, "tls_failed") > 0 }, 5*time.Second, 10*time.Millisecond)
 }
 
 func TestTLSCertificateReload(t *testing.T) {

@@ -35,8 +35,8 @@ func (p *Proxy) acceptTLS(nc net.Conn) (net.Conn, string, bool) {
 	}
 	tc, principal, err := p.handshake(nc)
 	if err != nil {
-		nc.Close()
 		p.m.closed.WithLabelValues(reasonTLS).Inc()
+		nc.Close()
 		p.log.Warn("kafka connection closed", "client", nc.RemoteAddr().String(), "reason", reasonTLS, "err", err)
 		return nil, "", false
 	}
