@@ -1,15 +1,20 @@
 package kafkaproxy
 
 import (
+	"crypto/tls"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"strconv"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/twmb/franz-go/pkg/sasl"
 
+	"github.com/pipemesh/pipemesh/internal/tlsfiles"
+	"github.com/pipemesh/pipemesh/policy"
 	"github.com/pipemesh/pipemesh/protocol"
 )
 
@@ -52,6 +57,25 @@ type Config struct {
 	Logger *slog.Logger
 	// Registerer receives the proxy's metrics. Default: a private registry.
 	Registerer prometheus.Registerer
+	// Policy, when set, turns on identity and authorization: SASL is
+	// terminated at the proxy when the policy defines principals, and every
+	// request is checked against the policy in force (see docs/security.md).
+	// Nil keeps the zero-allocation pass-through path.
+	Policy *policy.Store
+	// AuditLog, when set, receives one JSON line per denied decision (and
+	// per allowed one with AuditAllows). Nil logs denials at warn level.
+	AuditLog    io.Writer
+	AuditAllows bool
+	// ClientTLS, when set, makes every client listener speak TLS. With
+	// client certificates verified (mTLS), the certificate names the
+	// principal, by PrincipalFrom (default: SPIFFE ID, else common name).
+	ClientTLS     *tls.Config
+	PrincipalFrom tlsfiles.PrincipalFrom
+	// UpstreamTLS and UpstreamSASL, when set, secure and authenticate every
+	// connection the proxy opens to a broker with the proxy's own
+	// credentials.
+	UpstreamTLS  *tls.Config
+	UpstreamSASL sasl.Mechanism
 	// WrapClientConn, when set, wraps every accepted client connection
 	// (tests use it to capture what clients receive).
 	WrapClientConn func(net.Conn) net.Conn

@@ -11,6 +11,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/pipemesh/pipemesh/policy"
 	"github.com/pipemesh/pipemesh/protocol"
 )
 
@@ -40,6 +41,7 @@ type pending struct {
 	key, version int16
 	corr         int32
 	local        []byte
+	authz        *authzAfter // set when the policy must see the response (authorize.go)
 }
 
 // conn is one client connection and the upstream connection paired with it.
@@ -71,6 +73,14 @@ type conn struct {
 	clientID   string    // first client id seen; set by the request goroutine
 	scratch    []byte    // response rewriting; response goroutine only
 	started    time.Time // for the close log
+
+	// principal is who the client is, as Kafka names it: "User:alice"
+	// after SASL or from a client certificate, "User:ANONYMOUS" before;
+	// empty with neither a policy nor a client certificate. Written only
+	// by the request goroutine (SASL); other stages read it there, or copy
+	// it into what they hand to the response goroutine.
+	principal string
+	sasl      saslState // request goroutine only (sasl.go)
 }
 
 func (p *Proxy) handle(nc net.Conn, node int32) {
@@ -78,11 +88,21 @@ func (p *Proxy) handle(nc net.Conn, node int32) {
 		nc = p.cfg.WrapClientConn(nc)
 	}
 	p.m.accepted.Inc()
+	nc, principal, ok := p.acceptTLS(nc) // tls.go; nc itself without TLS
+	if !ok {
+		return
+	}
 	c := &conn{
 		p: p, id: p.nextID.Add(1), node: node, client: nc,
 		inflight: make(chan pending, p.cfg.MaxInFlight),
 		done:     make(chan struct{}),
 		started:  time.Now(),
+	}
+	if p.cfg.Policy != nil {
+		c.principal = policy.Anonymous
+	}
+	if principal != "" {
+		c.principal = principal
 	}
 	c.touch()
 	p.track(c, true)
@@ -206,10 +226,12 @@ func (c *conn) requests() {
 		c.touch()
 		raw := c.cr.Frame()
 		c.p.m.bytesIn.Add(float64(len(raw) + c.cr.Rest()))
-		hdr, err := protocol.ParseRequestHeader(frame)
-		if err != nil {
-			c.close(reasonClientProtocol, err)
-			return
+		hdr := legacySaslHeader // a bare token after SaslHandshake v0 has no header
+		if !c.sasl.legacy {
+			if hdr, err = protocol.ParseRequestHeader(frame); err != nil {
+				c.close(reasonClientProtocol, err)
+				return
+			}
 		}
 		c.nreq.Add(1)
 		c.p.m.request(hdr.Key)
@@ -235,6 +257,17 @@ func (c *conn) requests() {
 				return
 			}
 			respond = acks != 0 // the broker sends nothing for acks=0
+		}
+		if c.p.cfg.Policy != nil && p.local == nil {
+			fwd, err := c.authorize(&hdr, frame, &p)
+			if err != nil {
+				c.p.log.Warn("kafka connection refused by policy", append(c.attrs(), "principal", c.principal, "err", err.Error())...)
+				c.close(reasonAuthRefused, err)
+				return
+			}
+			if fwd != nil {
+				raw = fwd // rewritten, or read whole to be decoded
+			}
 		}
 		if respond {
 			c.owed.Add(1)
@@ -338,7 +371,7 @@ func (c *conn) responses() {
 		} else {
 			var body []byte
 			var err error
-			if streamable(p) {
+			if streamable(p) && p.authz == nil {
 				body, err = c.ur.NextHead(streamHeadBytes)
 			} else {
 				body, err = c.ur.Next()
@@ -361,6 +394,12 @@ func (c *conn) responses() {
 			if err != nil {
 				c.close(reasonRewrite, fmt.Errorf("rewriting %s v%d response: %w", protocol.KeyName(p.key), p.version, err))
 				return
+			}
+			if p.authz != nil {
+				if rewritten, err = c.authorizeResponse(p, body, rewritten); err != nil {
+					c.close(reasonRewrite, fmt.Errorf("authorizing %s v%d response: %w", protocol.KeyName(p.key), p.version, err))
+					return
+				}
 			}
 			if rewritten != nil {
 				out = rewritten

@@ -10,6 +10,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/twmb/franz-go/pkg/kgo"
 	"github.com/twmb/franz-go/pkg/kmsg"
 )
@@ -38,6 +39,12 @@ type Proxy struct {
 	readyMu sync.Mutex
 	notYet  string // why not ready, for /readyz
 	refresh chan chan error
+
+	// Identity and authorization (authorize.go, sasl.go, audit.go); set
+	// only when cfg.Policy is.
+	audit        *auditLog
+	authFails    *failureLimiter
+	authFailures prometheus.Counter
 }
 
 // New checks cfg and returns a Proxy that is not yet listening.
@@ -59,6 +66,11 @@ func New(cfg Config) (*Proxy, error) {
 		refresh: make(chan chan error),
 	}
 	p.brokers = newBrokerMap(p)
+	if cfg.Policy != nil {
+		if err := p.initAuth(); err != nil {
+			return nil, err
+		}
+	}
 	return p, nil
 }
 
@@ -105,11 +117,11 @@ func (p *Proxy) Serve(ctx context.Context) error {
 	}
 	p.ctx, p.cancel = context.WithCancel(ctx)
 	defer p.cancel()
-	ctl, err := kgo.NewClient(
+	ctl, err := kgo.NewClient(append(p.upstreamOpts(),
 		kgo.SeedBrokers(p.cfg.Upstreams...),
 		kgo.DialTimeout(p.cfg.DialTimeout),
 		kgo.ClientID("pipemesh-proxy"),
-	)
+	)...)
 	if err != nil {
 		return fmt.Errorf("kafkaproxy: creating the metadata client: %w", err)
 	}
@@ -279,6 +291,9 @@ func (p *Proxy) dialUpstream(node int32) (net.Conn, string, error) {
 			return nil, "", fmt.Errorf("broker %d is not known to the proxy", node)
 		}
 		c, err := d.DialContext(p.ctx, "tcp", addr)
+		if err == nil {
+			c, err = p.secureUpstream(c, addr)
+		}
 		if err != nil {
 			p.m.dialErrors.Inc()
 		}
@@ -291,6 +306,9 @@ func (p *Proxy) dialUpstream(node int32) (net.Conn, string, error) {
 	for i := range p.cfg.Upstreams {
 		addr := p.cfg.Upstreams[(start+i)%len(p.cfg.Upstreams)]
 		c, err := d.DialContext(p.ctx, "tcp", addr)
+		if err == nil {
+			c, err = p.secureUpstream(c, addr)
+		}
 		if err == nil {
 			return c, addr, nil
 		}

@@ -26,6 +26,7 @@ Commands:
   broker    run an embedded 3-broker Kafka cluster (kfake), or with --sink a fast in-memory sink for benchmarks
   demo      run broker, proxy and a small live pipeline, and print the addresses
   bench     measure throughput and latency direct vs through the proxy
+  policy    check a policy file, or explain a decision it makes
   version   print the version
 
 Run 'pipemesh <command> --help' for the flags of a command.
@@ -43,6 +44,7 @@ var commands = []command{
 	{"broker", runBroker},
 	{"demo", runDemo},
 	{"bench", runBench},
+	{"policy", runPolicy},
 	{"version", runVersion},
 }
 

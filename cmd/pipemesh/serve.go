@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"os"
 	"sync"
 	"time"
 
@@ -39,6 +40,10 @@ type serveFlags struct {
 	metaRefresh    time.Duration
 	logLevel       string
 	logFormat      string
+	policyPath     string
+	auditLog       string
+	auditAllows    bool
+	security       securityFlags
 }
 
 func (f *serveFlags) register(fs *flag.FlagSet) {
@@ -55,6 +60,10 @@ func (f *serveFlags) register(fs *flag.FlagSet) {
 	fs.DurationVar(&f.metaRefresh, "metadata-refresh", kafkaproxy.DefaultMetadataRefresh, "how often the proxy refreshes brokers and topics on its own")
 	fs.StringVar(&f.logLevel, "log-level", "info", "debug, info, warn or error")
 	fs.StringVar(&f.logFormat, "log-format", "text", "text or json")
+	fs.StringVar(&f.policyPath, "policy", "", "policy `file`: principals (SASL) and Kafka-style ACLs, reloaded on SIGHUP and on change; see docs/security.md")
+	fs.StringVar(&f.auditLog, "audit-log", "", "`file` to append one JSON line per denied request to (- for stderr; default: denials go to the log)")
+	fs.BoolVar(&f.auditAllows, "audit-allows", false, "also write allowed decisions to --audit-log")
+	f.security.register(fs)
 }
 
 // settings is the merged result of defaults, config file and flags.
@@ -63,6 +72,10 @@ type settings struct {
 	adminListen string
 	logLevel    string
 	logFormat   string
+	policyPath  string
+	auditLog    string
+	auditAllows bool
+	security    securitySettings
 }
 
 // resolve merges the config file (if any) under the flags the user set.
@@ -87,6 +100,9 @@ func (f *serveFlags) resolve(fs *flag.FlagSet) (*settings, error) {
 		adminListen: pick("admin-listen", f.adminListen, file.Admin.Listen),
 		logLevel:    pick("log-level", f.logLevel, file.Log.Level),
 		logFormat:   pick("log-format", f.logFormat, file.Log.Format),
+		policyPath:  pick("policy", f.policyPath, file.Policy),
+		auditLog:    pick("audit-log", f.auditLog, file.Audit.Log),
+		auditAllows: f.auditAllows || (!set["audit-allows"] && file.Audit.Allows),
 	}
 	k := file.Kafka
 	s.proxy.Listen = pick("kafka-listen", f.listen, k.Listen)
@@ -123,6 +139,9 @@ func (f *serveFlags) resolve(fs *flag.FlagSet) (*settings, error) {
 	if !set["max-in-flight"] && k.MaxInFlight != 0 {
 		s.proxy.MaxInFlight = k.MaxInFlight
 	}
+	if s.security, err = f.security.resolve(set, k, os.LookupEnv); err != nil {
+		return nil, err
+	}
 	if len(s.proxy.Upstreams) == 0 {
 		return nil, errors.New("no upstream Kafka cluster: set --kafka-upstream HOST:PORT (or kafka.upstream in --config); " +
 			"for a local one, run 'pipemesh broker' and use --kafka-upstream 127.0.0.1:9092")
@@ -154,6 +173,17 @@ func serve(ctx context.Context, s *settings, log *slog.Logger, started func(*kaf
 	adm := admin.New(log)
 	s.proxy.Logger = log
 	s.proxy.Registerer = adm.Registry()
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	closePolicy, err := setupPolicy(ctx, s, log, adm.Registry(), os.Stderr)
+	if err != nil {
+		return err
+	}
+	if err := setupSecurity(ctx, s, log); err != nil {
+		closePolicy()
+		return err
+	}
+	defer closePolicy()
 	p, err := kafkaproxy.New(s.proxy)
 	if err != nil {
 		return err
@@ -168,8 +198,6 @@ func serve(ctx context.Context, s *settings, log *slog.Logger, started func(*kaf
 	if started != nil {
 		started(p, adm)
 	}
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
 	var wg sync.WaitGroup
 	errs := make([]error, 2)
 	wg.Add(2)

@@ -24,6 +24,16 @@ type File struct {
 	Kafka Kafka `yaml:"kafka"`
 	Admin Admin `yaml:"admin"`
 	Log   Log   `yaml:"log"`
+	// Policy is the policy file (serve --policy), see docs/security.md.
+	Policy string `yaml:"policy"`
+	Audit  Audit  `yaml:"audit"`
+}
+
+// Audit configures the audit log of policy decisions.
+type Audit struct {
+	// Log is a file to append JSON lines to, or "-" for standard error.
+	Log    string `yaml:"log"`
+	Allows bool   `yaml:"allows"`
 }
 
 // Kafka configures the Kafka proxy.
@@ -37,6 +47,37 @@ type Kafka struct {
 	DialTimeout     Duration `yaml:"dial_timeout"`
 	MaxInFlight     int      `yaml:"max_in_flight"`
 	MetadataRefresh Duration `yaml:"metadata_refresh"`
+	// TLS for client listeners, and TLS and SASL towards the brokers
+	// (docs/security.md).
+	TLS          TLS          `yaml:"tls"`
+	UpstreamTLS  UpstreamTLS  `yaml:"upstream_tls"`
+	UpstreamSASL UpstreamSASL `yaml:"upstream_sasl"`
+}
+
+// TLS configures TLS on the client listeners.
+type TLS struct {
+	CertFile      string `yaml:"cert_file"`
+	KeyFile       string `yaml:"key_file"`
+	ClientCAFile  string `yaml:"client_ca_file"`
+	ClientAuth    string `yaml:"client_auth"`
+	PrincipalFrom string `yaml:"principal_from"`
+}
+
+// UpstreamTLS configures TLS from the proxy to the brokers.
+type UpstreamTLS struct {
+	Enabled    bool   `yaml:"enabled"`
+	CAFile     string `yaml:"ca_file"`
+	CertFile   string `yaml:"cert_file"`
+	KeyFile    string `yaml:"key_file"`
+	ServerName string `yaml:"server_name"`
+}
+
+// UpstreamSASL is the proxy's own SASL user at the brokers. The password
+// comes from an environment variable, never from the file.
+type UpstreamSASL struct {
+	Mechanism   string `yaml:"mechanism"`
+	Username    string `yaml:"username"`
+	PasswordEnv string `yaml:"password_env"`
 }
 
 // HostList is a list of host:port, written as a YAML list or as one
