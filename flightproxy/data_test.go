@@ -83,9 +83,15 @@ func assertNoUpstreamLocation(t *testing.T, fi *flight.FlightInfo, p *Proxy, ups
 // counter reads one pipemesh_flight_* counter for the anonymous principal.
 func counter(t *testing.T, reg *prometheus.Registry, name, dataset, direction string) float64 {
 	t.Helper()
+	return counterFor(t, reg, name, Anonymous, dataset, direction)
+}
+
+// counterFor reads one pipemesh_flight_* counter.
+func counterFor(t *testing.T, reg *prometheus.Registry, name, principal, dataset, direction string) float64 {
+	t.Helper()
 	mfs, err := reg.Gather()
 	require.NoError(t, err)
-	want := map[string]string{"principal": Anonymous, "dataset": dataset, "direction": direction}
+	want := map[string]string{"principal": principal, "dataset": dataset, "direction": direction}
 	for _, mf := range mfs {
 		if mf.GetName() != name {
 			continue

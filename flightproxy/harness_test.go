@@ -2,6 +2,7 @@ package flightproxy
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -119,21 +120,33 @@ func testBatch(b, n int) arrow.RecordBatch {
 // putDataset writes batches of testBatch through client under path.
 func putDataset(t *testing.T, c flight.Client, path []string, batches, rowsPerBatch int, opts ...ipc.Option) {
 	t.Helper()
-	stream, err := c.DoPut(context.Background())
-	require.NoError(t, err)
+	require.NoError(t, putDatasetCtx(context.Background(), c, path, batches, rowsPerBatch, opts...))
+}
+
+// putDatasetCtx is putDataset with a context (credentials) and an error.
+func putDatasetCtx(ctx context.Context, c flight.Client, path []string, batches, rowsPerBatch int, opts ...ipc.Option) error {
+	stream, err := c.DoPut(ctx)
+	if err != nil {
+		return err
+	}
 	w := flight.NewRecordWriter(stream, append([]ipc.Option{ipc.WithSchema(testSchema)}, opts...)...)
 	w.SetFlightDescriptor(&flight.FlightDescriptor{Type: flight.DescriptorPATH, Path: path})
 	for b := range batches {
 		rec := testBatch(b, rowsPerBatch)
-		require.NoError(t, w.Write(rec))
+		err := w.Write(rec)
 		rec.Release()
+		if err != nil {
+			break // the status comes from Recv
+		}
 	}
-	require.NoError(t, w.Close())
-	require.NoError(t, stream.CloseSend())
+	_ = w.Close()
+	_ = stream.CloseSend()
 	for {
 		if _, err := stream.Recv(); err != nil {
-			require.ErrorIs(t, err, io.EOF)
-			break
+			if errors.Is(err, io.EOF) {
+				return nil
+			}
+			return err
 		}
 	}
 }
