@@ -1,0 +1,84 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"log/slog"
+
+	"github.com/pipemesh/pipemesh/flightproxy"
+	"github.com/pipemesh/pipemesh/internal/admin"
+	"github.com/pipemesh/pipemesh/internal/config"
+)
+
+// flightFlags are serve's Arrow Flight flags.
+type flightFlags struct {
+	listen     string
+	upstream   string
+	advertise  string
+	maxMessage string
+}
+
+func (f *flightFlags) register(fs *flag.FlagSet) {
+	fs.StringVar(&f.listen, "flight-listen", "127.0.0.1:18815", "`host:port` Arrow Flight clients connect to (with --flight-upstream)")
+	fs.StringVar(&f.upstream, "flight-upstream", "", "upstream Flight service `location` (grpc://host:port, grpc+tls://host:port); several, routed by dataset path prefix, go in --config under flight.upstreams")
+	fs.StringVar(&f.advertise, "flight-advertise", "", "`location` put in FlightInfo endpoints so clients come back through the proxy (default: grpc://<--flight-listen>)")
+	fs.StringVar(&f.maxMessage, "flight-max-message-bytes", "256MiB", "largest Flight message (a record batch) accepted or sent, each way (`size`)")
+}
+
+// resolve returns the Flight proxy's config, or nil when no Flight
+// upstream is configured (the Flight proxy is then off).
+func (f *flightFlags) resolve(set map[string]bool, file config.Flight) (*flightproxy.Config, error) {
+	pick := func(name, flagVal, fileVal string) string {
+		if set[name] || fileVal == "" {
+			return flagVal
+		}
+		return fileVal
+	}
+	c := &flightproxy.Config{
+		Listen:    pick("flight-listen", f.listen, file.Listen),
+		Advertise: pick("flight-advertise", f.advertise, file.Advertise),
+	}
+	switch {
+	case set["flight-upstream"] && f.upstream != "":
+		c.Upstreams = []flightproxy.Upstream{{Name: "default", Target: f.upstream}}
+	case len(file.Upstreams) > 0:
+		for _, u := range file.Upstreams {
+			c.Upstreams = append(c.Upstreams, flightproxy.Upstream{Name: u.Name, Target: u.URL, PathPrefix: u.PathPrefix})
+		}
+	default:
+		if set["flight-listen"] || set["flight-advertise"] {
+			return nil, errors.New("--flight-listen given but no Flight upstream: set --flight-upstream grpc://HOST:PORT " +
+				"(for a local one, run 'pipemesh flight-server --data-dir DIR' and use grpc://127.0.0.1:8815)")
+		}
+		return nil, nil
+	}
+	n, err := config.ParseBytes(f.maxMessage)
+	if err != nil {
+		return nil, fmt.Errorf("--flight-max-message-bytes: %w", err)
+	}
+	if !set["flight-max-message-bytes"] && file.MaxMessageBytes != 0 {
+		n = int64(file.MaxMessageBytes)
+	}
+	if n < 1<<20 || n > 1<<31-1 {
+		return nil, fmt.Errorf("--flight-max-message-bytes %d: want 1MiB to 2GiB", n)
+	}
+	c.MaxMessageBytes = int(n)
+	return c, nil
+}
+
+// startFlight creates the Flight proxy on the admin server's registry and
+// binds its port. run serves it until ctx ends.
+func startFlight(c flightproxy.Config, log *slog.Logger, adm *admin.Server) (run func(context.Context) error, p *flightproxy.Proxy, err error) {
+	c.Logger = log
+	c.Registerer = adm.Registry()
+	if p, err = flightproxy.New(c); err != nil {
+		return nil, nil, err
+	}
+	if err := p.Listen(); err != nil {
+		return nil, nil, err
+	}
+	adm.AddReady("flight proxy", p.Ready)
+	return p.Serve, p, nil
+}

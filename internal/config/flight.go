@@ -1,0 +1,45 @@
+package config
+
+import (
+	"fmt"
+	"strings"
+
+	"gopkg.in/yaml.v3"
+)
+
+// Flight configures the Arrow Flight proxy (serve --flight-*).
+type Flight struct {
+	Listen          string           `yaml:"listen"`
+	Advertise       string           `yaml:"advertise"`
+	Upstreams       []FlightUpstream `yaml:"upstreams"`
+	MaxMessageBytes Bytes            `yaml:"max_message_bytes"`
+}
+
+// FlightUpstream is one Flight service behind the proxy. The one without a
+// path_prefix is the default route.
+type FlightUpstream struct {
+	Name       string `yaml:"name"`
+	URL        string `yaml:"url"`
+	PathPrefix string `yaml:"path_prefix"`
+}
+
+// UnmarshalYAML implements yaml.Unmarshaler, checking the URL's scheme.
+func (u *FlightUpstream) UnmarshalYAML(n *yaml.Node) error {
+	type plain FlightUpstream
+	var p plain
+	if err := n.Decode(&p); err != nil {
+		return err
+	}
+	if p.URL == "" {
+		return &lineError{line: n.Line, msg: "flight.upstreams entry has no url; write it like url: grpc://127.0.0.1:8815"}
+	}
+	scheme, _, ok := strings.Cut(p.URL, "://")
+	switch {
+	case !ok:
+	case scheme == "grpc", scheme == "grpc+tcp", scheme == "grpc+tls", scheme == "grpc+unix":
+	default:
+		return &lineError{line: n.Line, msg: fmt.Sprintf("flight.upstreams url %q: want grpc://, grpc+tcp://, grpc+tls:// or grpc+unix://", p.URL)}
+	}
+	*u = FlightUpstream(p)
+	return nil
+}
