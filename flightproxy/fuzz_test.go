@@ -103,3 +103,16 @@ func TestTicketSealing(t *testing.T) {
 	_, err = s.unwrap([]byte("an upstream's own ticket"))
 	assert.ErrorIs(t, err, errNotOurs)
 }
+
+func TestBufferPoolTiers(t *testing.T) {
+	p := newBufferPool()
+	for _, n := range []int{0, 1, 256, 257, 16 << 10, 1<<22 - 1, 1 << 22, 1<<22 + 1} {
+		b := p.Get(n)
+		assert.Len(t, *b, n)
+		p.Put(b)
+		b2 := p.Get(n)
+		assert.Len(t, *b2, n, "a reused buffer has the asked length")
+	}
+	odd := make([]byte, 300)
+	p.Put(&odd) // not a pool size: dropped, no panic
+}

@@ -23,6 +23,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/experimental"
 )
 
 // flightService is the gRPC service of Flight.proto.
@@ -124,7 +125,9 @@ func New(cfg Config) (*Proxy, error) {
 	if err != nil {
 		return nil, fmt.Errorf("flightproxy: metrics: %w", err)
 	}
+	pool := newBufferPool()
 	dialOpts := []grpc.DialOption{
+		experimental.WithBufferPool(pool),
 		grpc.WithDefaultCallOptions(
 			grpc.ForceCodecV2(codec{}),
 			grpc.MaxCallRecvMsgSize(cfg.MaxMessageBytes),
@@ -147,6 +150,7 @@ func New(cfg Config) (*Proxy, error) {
 	p := &Proxy{cfg: cfg, log: cfg.Logger.With("component", "flight-proxy"), router: r, metrics: m, ticketKey: cfg.TicketKey, tickets: ts}
 	p.server = grpc.NewServer(
 		grpc.ForceServerCodecV2(codec{}),
+		experimental.BufferPool(pool),
 		grpc.MaxRecvMsgSize(cfg.MaxMessageBytes),
 		grpc.MaxSendMsgSize(cfg.MaxMessageBytes),
 		grpc.InitialWindowSize(cfg.StreamWindow),
