@@ -116,3 +116,31 @@ func TestBufferPoolTiers(t *testing.T) {
 	odd := make([]byte, 300)
 	p.Put(&odd) // not a pool size: dropped, no panic
 }
+
+func TestParseCommand(t *testing.T) {
+	q, err := anypbNew(&pbCommandStatementQuery{Query: "SELECT 1"})
+	require.NoError(t, err)
+	for _, tc := range []struct {
+		name string
+		cmd  []byte
+		want command
+	}{
+		{"flight sql query", q, command{kind: "sql:CommandStatementQuery", sql: "SELECT 1"}},
+		{"plain sql text (Dremio, Spark sources)", []byte("select * from trips"), command{kind: "cmd:text", sql: "select * from trips"}},
+		{"binary", []byte{0xff, 0x00, 0x01}, command{kind: "cmd"}},
+		{"empty", nil, command{kind: "cmd"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) { assert.Equal(t, tc.want, parseCommand(tc.cmd)) })
+	}
+}
+
+func FuzzParseCommand(f *testing.F) {
+	q, _ := anypbNew(&pbCommandStatementQuery{Query: "SELECT 1"})
+	f.Add(q)
+	f.Add([]byte("select 1"))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		c := parseCommand(b)
+		assert.NotEmpty(t, c.kind)
+		assert.LessOrEqual(t, len(c.sql), len(b))
+	})
+}

@@ -2,6 +2,7 @@ package flightproxy
 
 import (
 	"strings"
+	"unicode/utf8"
 
 	"github.com/apache/arrow-go/v18/arrow/flight"
 	pb "github.com/apache/arrow-go/v18/arrow/flight/gen/flight"
@@ -21,11 +22,19 @@ type command struct {
 	sql  string
 }
 
-// parseCommand reads a CMD descriptor's bytes. A command that is not a
-// packed protobuf is an opaque "cmd".
+// maxTextCommand bounds the SQL text kept from a plain-text command.
+const maxTextCommand = 64 << 10
+
+// parseCommand reads a CMD descriptor's bytes. Flight SQL commands are
+// packed protobufs; Dremio-style services (and the Spark Flight sources
+// that talk to them) send the SQL itself as the command, which is kept as
+// "cmd:text". Anything else is an opaque "cmd".
 func parseCommand(cmd []byte) command {
 	var a anypb.Any
 	if err := proto.Unmarshal(cmd, &a); err != nil || a.TypeUrl == "" {
+		if len(cmd) > 0 && len(cmd) <= maxTextCommand && isText(cmd) {
+			return command{kind: "cmd:text", sql: string(cmd)}
+		}
 		return command{kind: "cmd"}
 	}
 	name, ok := strings.CutPrefix(a.TypeUrl, flightSQLPrefix)
@@ -64,4 +73,18 @@ func describe(d *flight.FlightDescriptor) (dataset string, c command) {
 	}
 	c = parseCommand(d.GetCmd())
 	return c.kind, c
+}
+
+// isText reports whether b is UTF-8 without control characters other than
+// whitespace, as SQL text is.
+func isText(b []byte) bool {
+	if !utf8.Valid(b) {
+		return false
+	}
+	for _, r := range string(b) {
+		if r < 0x20 && r != '\n' && r != '\r' && r != '\t' {
+			return false
+		}
+	}
+	return true
 }
