@@ -14,6 +14,7 @@ package flightproxy
 import (
 	"context"
 	"crypto/rand"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -23,6 +24,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/experimental"
 )
 
@@ -44,7 +46,7 @@ type Config struct {
 	// PathPrefix and is the default route.
 	Upstreams []Upstream
 	// Advertise is the location put in rewritten FlightInfo endpoints.
-	// Default: grpc://<the listen address>.
+	// Default: grpc://<the listen address> (grpc+tls:// with TLS).
 	Advertise string
 	// MaxMessageBytes is the largest gRPC message accepted or sent, either
 	// side. Default DefaultMaxMessageBytes.
@@ -57,6 +59,10 @@ type Config struct {
 	// TicketKey signs the tickets the proxy issues. Replicas behind one
 	// address need the same key; default: a random key per process.
 	TicketKey []byte
+	// TLS, when set, serves clients over TLS; with ClientAuth requiring
+	// verified certificates and Identity set, the certificate's common name
+	// is the principal (mTLS).
+	TLS *tls.Config
 	// Identity resolves callers to principals. Default: every caller is
 	// User:ANONYMOUS and Handshake passes through to the default upstream.
 	Identity *Identity
@@ -148,16 +154,20 @@ func New(cfg Config) (*Proxy, error) {
 		return nil, fmt.Errorf("flightproxy: ticket key: %w", err)
 	}
 	p := &Proxy{cfg: cfg, log: cfg.Logger.With("component", "flight-proxy"), router: r, metrics: m, ticketKey: cfg.TicketKey, tickets: ts}
-	p.server = grpc.NewServer(
+	serverOpts := []grpc.ServerOption{
 		grpc.ForceServerCodecV2(codec{}),
 		experimental.BufferPool(pool),
 		grpc.MaxRecvMsgSize(cfg.MaxMessageBytes),
 		grpc.MaxSendMsgSize(cfg.MaxMessageBytes),
 		grpc.InitialWindowSize(cfg.StreamWindow),
 		grpc.InitialConnWindowSize(cfg.ConnWindow),
-		grpc.WriteBufferSize(256<<10),
-		grpc.ReadBufferSize(256<<10),
-	)
+		grpc.WriteBufferSize(256 << 10),
+		grpc.ReadBufferSize(256 << 10),
+	}
+	if cfg.TLS != nil {
+		serverOpts = append(serverOpts, grpc.Creds(credentials.NewTLS(cfg.TLS)))
+	}
+	p.server = grpc.NewServer(serverOpts...)
 	p.server.RegisterService(p.serviceDesc(), p)
 	return p, nil
 }
@@ -175,6 +185,9 @@ func (p *Proxy) Listen() error {
 	p.advertise = p.cfg.Advertise
 	if p.advertise == "" {
 		p.advertise = "grpc://" + ln.Addr().String()
+		if p.cfg.TLS != nil {
+			p.advertise = "grpc+tls://" + ln.Addr().String()
+		}
 	}
 	return nil
 }

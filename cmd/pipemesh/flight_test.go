@@ -79,6 +79,9 @@ func TestFlightFlagErrors(t *testing.T) {
 		{[]string{"--flight-listen", "127.0.0.1:1"}, "no Flight upstream"},
 		{[]string{"--flight-upstream", "grpc://127.0.0.1:1", "--flight-max-message-bytes", "10"}, "want 1MiB to 2GiB"},
 		{nil, "no upstream Kafka cluster"},
+		{[]string{"--flight-upstream", "grpc://127.0.0.1:1", "--flight-tls-client-ca", "ca.pem"}, "mTLS runs over TLS"},
+		{[]string{"--flight-upstream", "grpc://127.0.0.1:1", "--flight-tls-cert", "c.pem"}, "go together"},
+		{[]string{"--flight-upstream", "grpc://127.0.0.1:1", "--flight-tls-cert", "missing.pem", "--flight-tls-key", "missing.key"}, "missing.pem"},
 	} {
 		fs := flag.NewFlagSet("serve", flag.ContinueOnError)
 		var f serveFlags

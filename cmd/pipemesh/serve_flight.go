@@ -2,10 +2,13 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"flag"
 	"fmt"
 	"log/slog"
+	"os"
 
 	"github.com/pipemesh/pipemesh/flightproxy"
 	"github.com/pipemesh/pipemesh/internal/admin"
@@ -18,6 +21,9 @@ type flightFlags struct {
 	upstream   string
 	advertise  string
 	maxMessage string
+	tlsCert    string
+	tlsKey     string
+	tlsCA      string
 }
 
 func (f *flightFlags) register(fs *flag.FlagSet) {
@@ -25,6 +31,9 @@ func (f *flightFlags) register(fs *flag.FlagSet) {
 	fs.StringVar(&f.upstream, "flight-upstream", "", "upstream Flight service `location` (grpc://host:port, grpc+tls://host:port); several, routed by dataset path prefix, go in --config under flight.upstreams")
 	fs.StringVar(&f.advertise, "flight-advertise", "", "`location` put in FlightInfo endpoints so clients come back through the proxy (default: grpc://<--flight-listen>)")
 	fs.StringVar(&f.maxMessage, "flight-max-message-bytes", "256MiB", "largest Flight message (a record batch) accepted or sent, each way (`size`)")
+	fs.StringVar(&f.tlsCert, "flight-tls-cert", "", "PEM certificate `file` to serve Flight over TLS (with --flight-tls-key)")
+	fs.StringVar(&f.tlsKey, "flight-tls-key", "", "PEM private key `file` of --flight-tls-cert")
+	fs.StringVar(&f.tlsCA, "flight-tls-client-ca", "", "PEM CA `file`: Flight clients must present a certificate it signed (mTLS); the certificate's common name is the principal, User:<CN>")
 }
 
 // resolve returns the Flight proxy's config, or nil when no Flight
@@ -65,7 +74,46 @@ func (f *flightFlags) resolve(set map[string]bool, file config.Flight) (*flightp
 		return nil, fmt.Errorf("--flight-max-message-bytes %d: want 1MiB to 2GiB", n)
 	}
 	c.MaxMessageBytes = int(n)
+	cert := pick("flight-tls-cert", f.tlsCert, file.TLSCert)
+	key := pick("flight-tls-key", f.tlsKey, file.TLSKey)
+	ca := pick("flight-tls-client-ca", f.tlsCA, file.TLSClientCA)
+	if c.TLS, err = flightTLS(cert, key, ca); err != nil {
+		return nil, err
+	}
+	if ca != "" {
+		c.Identity = &flightproxy.Identity{}
+	}
 	return c, nil
+}
+
+// flightTLS loads the Flight listener's TLS config; nil without a cert.
+func flightTLS(certFile, keyFile, caFile string) (*tls.Config, error) {
+	if certFile == "" && keyFile == "" {
+		if caFile != "" {
+			return nil, errors.New("--flight-tls-client-ca needs --flight-tls-cert and --flight-tls-key: mTLS runs over TLS")
+		}
+		return nil, nil
+	}
+	if certFile == "" || keyFile == "" {
+		return nil, errors.New("--flight-tls-cert and --flight-tls-key go together")
+	}
+	cert, err := tls.LoadX509KeyPair(certFile, keyFile)
+	if err != nil {
+		return nil, fmt.Errorf("--flight-tls-cert/--flight-tls-key: %w", err)
+	}
+	cfg := &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
+	if caFile != "" {
+		pem, err := os.ReadFile(caFile)
+		if err != nil {
+			return nil, fmt.Errorf("--flight-tls-client-ca: %w", err)
+		}
+		pool := x509.NewCertPool()
+		if !pool.AppendCertsFromPEM(pem) {
+			return nil, fmt.Errorf("--flight-tls-client-ca %s: no PEM certificate in it", caFile)
+		}
+		cfg.ClientCAs, cfg.ClientAuth = pool, tls.RequireAndVerifyClientCert
+	}
+	return cfg, nil
 }
 
 // startFlight creates the Flight proxy on the admin server's registry and

@@ -13,6 +13,9 @@ type Flight struct {
 	Advertise       string           `yaml:"advertise"`
 	Upstreams       []FlightUpstream `yaml:"upstreams"`
 	MaxMessageBytes Bytes            `yaml:"max_message_bytes"`
+	TLSCert         string           `yaml:"tls_cert"`
+	TLSKey          string           `yaml:"tls_key"`
+	TLSClientCA     string           `yaml:"tls_client_ca"`
 }
 
 // FlightUpstream is one Flight service behind the proxy. The one without a
