@@ -136,7 +136,7 @@ func (c *call) unary(conn *grpc.ClientConn, req, resp proto.Message) error {
 // relayDown forwards the upstream's messages to the client until the
 // upstream ends the call, then its trailers and status. each, when not nil,
 // sees every frame before it is sent.
-func (c *call) relayDown(cs grpc.ClientStream, each func(*frame)) error {
+func (c *call) relayDown(cs grpc.ClientStream, each func(*frame), rate *byteRate) error {
 	if md, err := cs.Header(); err == nil {
 		c.sendHeader(md)
 	}
@@ -153,6 +153,10 @@ func (c *call) relayDown(cs grpc.ClientStream, each func(*frame)) error {
 		if each != nil {
 			each(&f)
 		}
+		if err := rate.wait(c.ss.Context(), f.data.Len()); err != nil {
+			f.free()
+			return status.Error(codes.Canceled, err.Error())
+		}
 		// SendMsg blocks while the client's flow-control window is full:
 		// this is where a slow client slows the upstream.
 		err = c.ss.SendMsg(&f)
@@ -166,11 +170,16 @@ func (c *call) relayDown(cs grpc.ClientStream, each func(*frame)) error {
 // relayUp forwards the client's messages, first included, to the upstream
 // until the client half-closes. A client that fails mid-stream cancels the
 // upstream call, so the upstream never takes a cut stream for a whole one.
-func (c *call) relayUp(cs grpc.ClientStream, cancel context.CancelFunc, first *frame, each func(*frame)) {
+func (c *call) relayUp(cs grpc.ClientStream, cancel context.CancelFunc, first *frame, each func(*frame), rate *byteRate) {
 	f := first
 	for {
 		if each != nil {
 			each(f)
+		}
+		if err := rate.wait(c.ss.Context(), f.data.Len()); err != nil {
+			f.free()
+			cancel()
+			return
 		}
 		err := cs.SendMsg(f)
 		f.free()
@@ -318,6 +327,11 @@ func (p *Proxy) doGet(c *call) error {
 	if err := p.authorize(c.principal, OpRead, dataset); err != nil {
 		return err
 	}
+	release, rate, err := p.shaper.admit(c.principal)
+	if err != nil {
+		return err
+	}
+	defer release()
 	conn, err := p.router.connFor(rt, location)
 	if err != nil {
 		p.log.Warn("cannot dial the location of a ticket", "route", rt.Name, "error", err)
@@ -332,7 +346,7 @@ func (p *Proxy) doGet(c *call) error {
 	}
 	_ = cs.CloseSend()
 	e := p.metrics.edge(c.principal, c.job, dataset, c.method, Read)
-	err = c.upstreamErr(rt, c.relayDown(cs, e.count))
+	err = c.upstreamErr(rt, c.relayDown(cs, e.count, rate))
 	p.report(e, status.Code(err))
 	return err
 }
@@ -370,6 +384,12 @@ func (p *Proxy) dataStream(c *call, exchange bool) error {
 			return err
 		}
 	}
+	release, rate, err := p.shaper.admit(c.principal)
+	if err != nil {
+		first.free()
+		return err
+	}
+	defer release()
 	ctx, cancel := context.WithCancel(c.ctx)
 	defer cancel()
 	cs, err := rt.conn.NewStream(ctx, bidiDesc, c.fullMethod())
@@ -388,10 +408,10 @@ func (p *Proxy) dataStream(c *call, exchange bool) error {
 		countDown = down.count
 	}
 	go func() {
-		c.relayUp(cs, cancel, first, up.count)
+		c.relayUp(cs, cancel, first, up.count, rate)
 		fin.done(nil)
 	}()
-	err = c.upstreamErr(rt, c.relayDown(cs, countDown))
+	err = c.upstreamErr(rt, c.relayDown(cs, countDown, rate))
 	code := status.Code(err)
 	fin.done(&code)
 	return err
@@ -418,8 +438,8 @@ func (p *Proxy) handshake(c *call) error {
 		first.free()
 		return c.upstreamErr(rt, err)
 	}
-	go c.relayUp(cs, cancel, first, nil)
-	return c.upstreamErr(rt, c.relayDown(cs, nil))
+	go c.relayUp(cs, cancel, first, nil, nil)
+	return c.upstreamErr(rt, c.relayDown(cs, nil, nil))
 }
 
 // listFlights asks every upstream and merges the answers, rewriting each
@@ -488,7 +508,7 @@ func (p *Proxy) listActions(c *call) error {
 		return c.upstreamErr(rt, err)
 	}
 	_ = cs.CloseSend()
-	return c.upstreamErr(rt, c.relayDown(cs, nil))
+	return c.upstreamErr(rt, c.relayDown(cs, nil, nil))
 }
 
 // doAction forwards an action to the default upstream. The two actions
@@ -519,7 +539,7 @@ func (p *Proxy) doAction(c *call) error {
 	}
 	_ = cs.CloseSend()
 	if renewed == nil {
-		return c.upstreamErr(rt, c.relayDown(cs, nil))
+		return c.upstreamErr(rt, c.relayDown(cs, nil, nil))
 	}
 	// RenewFlightEndpoint answers with the endpoint: rewrite it like a
 	// FlightInfo's.

@@ -68,6 +68,8 @@ type Config struct {
 	Identity *Identity
 	// Authorizer decides access to datasets. Default: allow everything.
 	Authorizer Authorizer
+	// Quotas caps each principal's data streams and byte rate. Optional.
+	Quotas Quotas
 	// Observer receives stream and query observations (lineage). Optional.
 	Observer Observer
 	// Logger receives logs. Default slog.Default().
@@ -114,6 +116,7 @@ type Proxy struct {
 	metrics   *metrics
 	ticketKey []byte
 	tickets   *ticketSealer
+	shaper    *shaper
 	advertise string
 	ln        net.Listener
 	server    *grpc.Server
@@ -153,7 +156,7 @@ func New(cfg Config) (*Proxy, error) {
 		r.close()
 		return nil, fmt.Errorf("flightproxy: ticket key: %w", err)
 	}
-	p := &Proxy{cfg: cfg, log: cfg.Logger.With("component", "flight-proxy"), router: r, metrics: m, ticketKey: cfg.TicketKey, tickets: ts}
+	p := &Proxy{cfg: cfg, log: cfg.Logger.With("component", "flight-proxy"), router: r, metrics: m, ticketKey: cfg.TicketKey, tickets: ts, shaper: newShaper(cfg.Quotas)}
 	serverOpts := []grpc.ServerOption{
 		grpc.ForceServerCodecV2(codec{}),
 		experimental.BufferPool(pool),

@@ -24,6 +24,8 @@ type flightFlags struct {
 	tlsCert    string
 	tlsKey     string
 	tlsCA      string
+	maxStreams int
+	byteRate   string
 }
 
 func (f *flightFlags) register(fs *flag.FlagSet) {
@@ -33,6 +35,8 @@ func (f *flightFlags) register(fs *flag.FlagSet) {
 	fs.StringVar(&f.maxMessage, "flight-max-message-bytes", "256MiB", "largest Flight message (a record batch) accepted or sent, each way (`size`)")
 	fs.StringVar(&f.tlsCert, "flight-tls-cert", "", "PEM certificate `file` to serve Flight over TLS (with --flight-tls-key)")
 	fs.StringVar(&f.tlsKey, "flight-tls-key", "", "PEM private key `file` of --flight-tls-cert")
+	fs.IntVar(&f.maxStreams, "flight-max-streams", 0, "data streams (DoGet, DoPut, DoExchange) one principal may have open at once; more get ResourceExhausted (0: no cap)")
+	fs.StringVar(&f.byteRate, "flight-byte-rate", "0", "bytes per second one principal's data streams may move together, e.g. 200MiB; over it the proxy slows them down (0: no cap)")
 	fs.StringVar(&f.tlsCA, "flight-tls-client-ca", "", "PEM CA `file`: Flight clients must present a certificate it signed (mTLS); the certificate's common name is the principal, User:<CN>")
 }
 
@@ -82,6 +86,25 @@ func (f *flightFlags) resolve(set map[string]bool, file config.Flight) (*flightp
 	}
 	if ca != "" {
 		c.Identity = &flightproxy.Identity{}
+	}
+	var lim flightproxy.Limits
+	lim.MaxStreams = f.maxStreams
+	if !set["flight-max-streams"] && file.MaxStreams != 0 {
+		lim.MaxStreams = file.MaxStreams
+	}
+	rate, err := config.ParseBytes(f.byteRate)
+	if err != nil {
+		return nil, fmt.Errorf("--flight-byte-rate: %w", err)
+	}
+	if !set["flight-byte-rate"] && file.ByteRate != 0 {
+		rate = int64(file.ByteRate)
+	}
+	if lim.MaxStreams < 0 || rate < 0 {
+		return nil, errors.New("--flight-max-streams and --flight-byte-rate: want 0 (no cap) or more")
+	}
+	lim.BytesPerSecond = float64(rate)
+	if lim != (flightproxy.Limits{}) {
+		c.Quotas = flightproxy.StaticQuotas(lim)
 	}
 	return c, nil
 }

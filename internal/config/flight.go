@@ -16,6 +16,9 @@ type Flight struct {
 	TLSCert         string           `yaml:"tls_cert"`
 	TLSKey          string           `yaml:"tls_key"`
 	TLSClientCA     string           `yaml:"tls_client_ca"`
+	// Per-principal caps on data streams (DoGet, DoPut, DoExchange).
+	MaxStreams int   `yaml:"max_streams_per_principal"`
+	ByteRate   Bytes `yaml:"byte_rate_per_principal"` // bytes per second
 }
 
 // FlightUpstream is one Flight service behind the proxy. The one without a
