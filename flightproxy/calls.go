@@ -346,7 +346,11 @@ func (p *Proxy) doGet(c *call) error {
 	}
 	_ = cs.CloseSend()
 	e := p.metrics.edge(c.principal, c.job, dataset, c.method, Read)
-	err = c.upstreamErr(rt, c.relayDown(cs, e.count, rate))
+	if comp := p.compressionFor(dataset); comp != Passthrough {
+		err = c.upstreamErr(rt, c.recompress(cs, comp, e, rate))
+	} else {
+		err = c.upstreamErr(rt, c.relayDown(cs, e.count, rate))
+	}
 	p.report(e, status.Code(err))
 	return err
 }

@@ -68,6 +68,10 @@ type Config struct {
 	Identity *Identity
 	// Authorizer decides access to datasets. Default: allow everything.
 	Authorizer Authorizer
+	// Compression re-encodes DoGet streams of the datasets it names with
+	// LZ4_FRAME or ZSTD body compression toward the client. Default: every
+	// stream passes as it is.
+	Compression CompressionRules
 	// Quotas caps each principal's data streams and byte rate. Optional.
 	Quotas Quotas
 	// Observer receives stream and query observations (lineage). Optional.
@@ -173,6 +177,13 @@ func New(cfg Config) (*Proxy, error) {
 	p.server = grpc.NewServer(serverOpts...)
 	p.server.RegisterService(p.serviceDesc(), p)
 	return p, nil
+}
+
+func (p *Proxy) compressionFor(dataset string) Compression {
+	if p.cfg.Compression == nil || dataset == "" {
+		return Passthrough
+	}
+	return p.cfg.Compression.FlightCompression(dataset)
 }
 
 // Listen binds the listen address; Serve calls it if it was not called.

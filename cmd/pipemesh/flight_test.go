@@ -71,6 +71,18 @@ func TestFlightServeEndToEnd(t *testing.T) {
 	assert.Equal(t, 0, <-srvDone)
 }
 
+func TestFlightCompressionRules(t *testing.T) {
+	r, err := compressionRules(map[string]string{"*": "lz4", "reports/": "zstd", "reports/raw/": "none"})
+	require.NoError(t, err)
+	for dataset, want := range map[string]flightproxy.Compression{
+		"trips": flightproxy.LZ4Frame, "reports/q1": flightproxy.ZSTD, "reports/raw/x": flightproxy.Passthrough,
+	} {
+		assert.Equal(t, want, r.FlightCompression(dataset), dataset)
+	}
+	_, err = compressionRules(map[string]string{"x": "snappy"})
+	assert.ErrorContains(t, err, `compression "snappy": want none, lz4 or zstd`)
+}
+
 func TestFlightFlagErrors(t *testing.T) {
 	for _, tc := range []struct {
 		args []string
@@ -79,6 +91,7 @@ func TestFlightFlagErrors(t *testing.T) {
 		{[]string{"--flight-listen", "127.0.0.1:1"}, "no Flight upstream"},
 		{[]string{"--flight-upstream", "grpc://127.0.0.1:1", "--flight-max-message-bytes", "10"}, "want 1MiB to 2GiB"},
 		{nil, "no upstream Kafka cluster"},
+		{[]string{"--flight-upstream", "grpc://127.0.0.1:1", "--flight-compress", "lz4"}, "want PREFIX=CODEC"},
 		{[]string{"--flight-upstream", "grpc://127.0.0.1:1", "--flight-tls-client-ca", "ca.pem"}, "mTLS runs over TLS"},
 		{[]string{"--flight-upstream", "grpc://127.0.0.1:1", "--flight-tls-cert", "c.pem"}, "go together"},
 		{[]string{"--flight-upstream", "grpc://127.0.0.1:1", "--flight-tls-cert", "missing.pem", "--flight-tls-key", "missing.key"}, "missing.pem"},

@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"strings"
 
 	"github.com/pipemesh/pipemesh/flightproxy"
 	"github.com/pipemesh/pipemesh/internal/admin"
@@ -26,6 +27,7 @@ type flightFlags struct {
 	tlsCA      string
 	maxStreams int
 	byteRate   string
+	compress   listFlag
 }
 
 func (f *flightFlags) register(fs *flag.FlagSet) {
@@ -37,6 +39,7 @@ func (f *flightFlags) register(fs *flag.FlagSet) {
 	fs.StringVar(&f.tlsKey, "flight-tls-key", "", "PEM private key `file` of --flight-tls-cert")
 	fs.IntVar(&f.maxStreams, "flight-max-streams", 0, "data streams (DoGet, DoPut, DoExchange) one principal may have open at once; more get ResourceExhausted (0: no cap)")
 	fs.StringVar(&f.byteRate, "flight-byte-rate", "0", "bytes per second one principal's data streams may move together, e.g. 200MiB; over it the proxy slows them down (0: no cap)")
+	fs.Var(&f.compress, "flight-compress", "`PREFIX=CODEC`: re-encode DoGet streams of datasets whose name starts with PREFIX (* for all) with lz4 or zstd IPC body compression toward the client (repeatable; default: pass streams as they are)")
 	fs.StringVar(&f.tlsCA, "flight-tls-client-ca", "", "PEM CA `file`: Flight clients must present a certificate it signed (mTLS); the certificate's common name is the principal, User:<CN>")
 }
 
@@ -106,6 +109,20 @@ func (f *flightFlags) resolve(set map[string]bool, file config.Flight) (*flightp
 	if lim != (flightproxy.Limits{}) {
 		c.Quotas = flightproxy.StaticQuotas(lim)
 	}
+	rules := file.Compress
+	if set["flight-compress"] {
+		rules = map[string]string{}
+		for _, r := range f.compress {
+			prefix, codec, ok := strings.Cut(r, "=")
+			if !ok || prefix == "" {
+				return nil, fmt.Errorf("--flight-compress %q: want PREFIX=CODEC, e.g. reports/=zstd or *=lz4", r)
+			}
+			rules[prefix] = codec
+		}
+	}
+	if c.Compression, err = compressionRules(rules); err != nil {
+		return nil, err
+	}
 	return c, nil
 }
 
@@ -152,4 +169,39 @@ func startFlight(c flightproxy.Config, log *slog.Logger, adm *admin.Server) (run
 	}
 	adm.AddReady("flight proxy", p.Ready)
 	return p.Serve, p, nil
+}
+
+// prefixCompression picks the rule of the longest matching dataset prefix.
+type prefixCompression map[string]flightproxy.Compression
+
+// FlightCompression implements flightproxy.CompressionRules.
+func (r prefixCompression) FlightCompression(dataset string) flightproxy.Compression {
+	best, comp := -1, flightproxy.Passthrough
+	for prefix, c := range r {
+		n := len(prefix)
+		if prefix == "*" {
+			n = 0
+		} else if !strings.HasPrefix(dataset, prefix) {
+			continue
+		}
+		if n > best {
+			best, comp = n, c
+		}
+	}
+	return comp
+}
+
+func compressionRules(m map[string]string) (flightproxy.CompressionRules, error) {
+	if len(m) == 0 {
+		return nil, nil
+	}
+	r := prefixCompression{}
+	for prefix, name := range m {
+		c, err := flightproxy.ParseCompression(name)
+		if err != nil {
+			return nil, fmt.Errorf("flight compression for %q: %w", prefix, err)
+		}
+		r[prefix] = c
+	}
+	return r, nil
 }

@@ -19,6 +19,9 @@ type Flight struct {
 	// Per-principal caps on data streams (DoGet, DoPut, DoExchange).
 	MaxStreams int   `yaml:"max_streams_per_principal"`
 	ByteRate   Bytes `yaml:"byte_rate_per_principal"` // bytes per second
+	// Compress maps a dataset name prefix ("*" for all) to the IPC body
+	// compression of DoGet streams toward clients: none, lz4 or zstd.
+	Compress map[string]string `yaml:"compress"`
 }
 
 // FlightUpstream is one Flight service behind the proxy. The one without a
