@@ -151,4 +151,3 @@ func (o *clientData) failed(err error) error {
 	}
 	return status.Errorf(codes.Internal, "pipemesh: re-encoding the stream: %v", err)
 }
-
