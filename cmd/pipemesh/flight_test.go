@@ -91,6 +91,7 @@ func TestFlightFlagErrors(t *testing.T) {
 		{[]string{"--flight-listen", "127.0.0.1:1"}, "no Flight upstream"},
 		{[]string{"--flight-upstream", "grpc://127.0.0.1:1", "--flight-max-message-bytes", "10"}, "want 1MiB to 2GiB"},
 		{nil, "no upstream Kafka cluster"},
+		{[]string{"--flight-upstream", "grpc://127.0.0.1:1", "--flight-ticket-key-file", "/nonexistent/key"}, "--flight-ticket-key-file"},
 		{[]string{"--flight-upstream", "grpc://127.0.0.1:1", "--flight-compress", "lz4"}, "want PREFIX=CODEC"},
 		{[]string{"--flight-upstream", "grpc://127.0.0.1:1", "--flight-tls-client-ca", "ca.pem"}, "mTLS runs over TLS"},
 		{[]string{"--flight-upstream", "grpc://127.0.0.1:1", "--flight-tls-cert", "c.pem"}, "go together"},

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"crypto/tls"
 	"crypto/x509"
@@ -28,6 +29,7 @@ type flightFlags struct {
 	maxStreams int
 	byteRate   string
 	compress   listFlag
+	ticketKey  string
 }
 
 func (f *flightFlags) register(fs *flag.FlagSet) {
@@ -40,6 +42,7 @@ func (f *flightFlags) register(fs *flag.FlagSet) {
 	fs.IntVar(&f.maxStreams, "flight-max-streams", 0, "data streams (DoGet, DoPut, DoExchange) one principal may have open at once; more get ResourceExhausted (0: no cap)")
 	fs.StringVar(&f.byteRate, "flight-byte-rate", "0", "bytes per second one principal's data streams may move together, e.g. 200MiB; over it the proxy slows them down (0: no cap)")
 	fs.Var(&f.compress, "flight-compress", "`PREFIX=CODEC`: re-encode DoGet streams of datasets whose name starts with PREFIX (* for all) with lz4 or zstd IPC body compression toward the client (repeatable; default: pass streams as they are)")
+	fs.StringVar(&f.ticketKey, "flight-ticket-key-file", "", "`file` whose bytes (at least 16) key the tickets and tokens the proxy issues; give every replica behind one address the same file (default: a random key per process, so tickets end with it)")
 	fs.StringVar(&f.tlsCA, "flight-tls-client-ca", "", "PEM CA `file`: Flight clients must present a certificate it signed (mTLS); the certificate's common name is the principal, User:<CN>")
 }
 
@@ -89,6 +92,16 @@ func (f *flightFlags) resolve(set map[string]bool, file config.Flight) (*flightp
 	}
 	if ca != "" {
 		c.Identity = &flightproxy.Identity{}
+	}
+	if path := pick("flight-ticket-key-file", f.ticketKey, file.TicketKeyFile); path != "" {
+		key, err := os.ReadFile(path)
+		if err != nil {
+			return nil, fmt.Errorf("--flight-ticket-key-file: %w", err)
+		}
+		if len(bytes.TrimSpace(key)) < 16 {
+			return nil, fmt.Errorf("--flight-ticket-key-file %s: want at least 16 bytes of key, e.g. from 'head -c 32 /dev/urandom | base64'", path)
+		}
+		c.TicketKey = bytes.TrimSpace(key)
 	}
 	var lim flightproxy.Limits
 	lim.MaxStreams = f.maxStreams

@@ -16,6 +16,7 @@ type Flight struct {
 	TLSCert         string           `yaml:"tls_cert"`
 	TLSKey          string           `yaml:"tls_key"`
 	TLSClientCA     string           `yaml:"tls_client_ca"`
+	TicketKeyFile   string           `yaml:"ticket_key_file"`
 	// Per-principal caps on data streams (DoGet, DoPut, DoExchange).
 	MaxStreams int   `yaml:"max_streams_per_principal"`
 	ByteRate   Bytes `yaml:"byte_rate_per_principal"` // bytes per second
