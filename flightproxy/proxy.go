@@ -196,6 +196,10 @@ func (p *Proxy) Listen() error {
 		return fmt.Errorf("flightproxy: listen on %s: %w", p.cfg.Listen, err)
 	}
 	p.ln = ln
+	if tcp, ok := ln.Addr().(*net.TCPAddr); ok && tcp.IP.IsUnspecified() && p.cfg.Advertise == "" {
+		p.log.Warn("the Flight proxy listens on all interfaces but advertises " + ln.Addr().String() +
+			" in FlightInfo endpoints, which clients cannot dial; set --flight-advertise grpc://NAME:PORT to the name clients reach it by")
+	}
 	p.advertise = p.cfg.Advertise
 	if p.advertise == "" {
 		p.advertise = "grpc://" + ln.Addr().String()
