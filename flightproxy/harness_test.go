@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"sync"
 	"testing"
@@ -68,6 +69,9 @@ func startProxy(t *testing.T, cfg Config) (*Proxy, *prometheus.Registry) {
 	reg := prometheus.NewRegistry()
 	cfg.Listen = "127.0.0.1:0"
 	cfg.Registerer = reg
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
 	p, err := New(cfg)
 	require.NoError(t, err)
 	require.NoError(t, p.Listen())

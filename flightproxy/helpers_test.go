@@ -2,6 +2,7 @@ package flightproxy
 
 import (
 	pb "github.com/apache/arrow-go/v18/arrow/flight/gen/flight"
+	"github.com/apache/arrow-go/v18/arrow/ipc"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/anypb"
 )
@@ -16,3 +17,5 @@ func anypbNew(m proto.Message) ([]byte, error) {
 	}
 	return proto.Marshal(a)
 }
+
+func ipcWithTestSchema() ipc.Option { return ipc.WithSchema(testSchema) }

@@ -6,6 +6,7 @@ import (
 	"net"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/apache/arrow-go/v18/arrow/flight"
 	"github.com/stretchr/testify/assert"
@@ -167,4 +168,34 @@ func TestUpstreamDownHidesAddress(t *testing.T) {
 	assert.Equal(t, codes.Unavailable, status.Code(err))
 	assert.Contains(t, err.Error(), `"warehouse"`)
 	assert.False(t, strings.Contains(err.Error(), addr), "error leaks %s: %v", addr, err)
+}
+
+// TestReadyFollowsUpstreams checks /readyz's view: not ready while the
+// upstream cannot be reached, ready once it can.
+func TestReadyFollowsUpstreams(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	addr := ln.Addr().String()
+	require.NoError(t, ln.Close())
+	p, _ := startProxy(t, Config{Upstreams: []Upstream{{Name: "lake", Target: addr}}})
+	require.Eventually(t, func() bool {
+		ok, why := p.Ready()
+		return !ok && strings.Contains(why, `"lake"`)
+	}, 10*time.Second, 20*time.Millisecond, "unready while the upstream is down")
+
+	ln, err = net.Listen("tcp", addr)
+	require.NoError(t, err)
+	g := grpc.NewServer()
+	flight.RegisterFlightServiceServer(g, &locServer{name: "lake"})
+	serveGRPC(t, func(ctx context.Context) error {
+		context.AfterFunc(ctx, g.Stop)
+		return g.Serve(ln)
+	})
+	c := dial(t, p.Addr())
+	require.Eventually(t, func() bool {
+		// A call makes gRPC try again now rather than after its backoff.
+		_, _ = c.GetFlightInfo(context.Background(), pathDesc("x"))
+		ok, _ := p.Ready()
+		return ok
+	}, 20*time.Second, 50*time.Millisecond, "ready once the upstream is up")
 }

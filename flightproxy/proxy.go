@@ -24,6 +24,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/connectivity"
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/experimental"
 )
@@ -216,11 +217,21 @@ func (p *Proxy) Addr() string { return p.ln.Addr().String() }
 // Location is the location the proxy advertises in FlightInfo endpoints.
 func (p *Proxy) Location() string { return p.advertise }
 
-// Ready reports whether the proxy listens. Upstreams are dialled per call,
-// so a down upstream shows as call errors, not as unreadiness.
+// Ready reports whether the proxy listens and every configured upstream
+// is reachable: an upstream whose connection is failing (dial errors,
+// refused) makes the proxy unready, with its name, so an orchestrator
+// routes clients elsewhere. Connections not yet used are dialled here.
 func (p *Proxy) Ready() (bool, string) {
 	if p.ln == nil {
 		return false, "flight proxy not listening yet"
+	}
+	for _, rt := range p.router.routes {
+		switch rt.conn.GetState() {
+		case connectivity.Idle:
+			rt.conn.Connect()
+		case connectivity.TransientFailure:
+			return false, fmt.Sprintf("flight upstream %q (%s) unreachable", rt.Name, rt.Target)
+		}
 	}
 	return true, ""
 }
