@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"io"
+	"strings"
 	"sync"
 	"time"
 
@@ -96,19 +97,23 @@ func (p *Proxy) begin(c *call) error {
 
 func (c *call) fullMethod() string { return "/" + flightService + "/" + c.method }
 
-// upstreamErr hides transport errors, whose text names the upstream's
-// address, behind the route's name; errors the upstream returned pass as
-// they are, code, message and details.
+// upstreamErr hides errors of the connection to an upstream, whose text
+// names the upstream's address, behind the route's name. Errors the
+// upstream itself returned pass as they are: code, message and details.
 func (c *call) upstreamErr(rt *route, err error) error {
 	if err == nil {
 		return nil
 	}
 	st, _ := status.FromError(err)
-	if st.Code() == codes.Unavailable {
-		c.p.log.Warn("upstream unavailable", "route", rt.Name, "method", c.method, "error", err)
-		return status.Errorf(codes.Unavailable, "pipemesh: upstream %q unavailable; see the proxy log", rt.Name)
+	if st.Code() != codes.Unavailable {
+		return err
 	}
-	return err
+	if msg := st.Message(); !strings.Contains(msg, "connection") && !strings.Contains(msg, "transport") &&
+		!strings.Contains(msg, "dial") && !strings.Contains(msg, rt.target) {
+		return err // the upstream's own Unavailable (overloaded, draining)
+	}
+	c.p.log.Warn("upstream unavailable", "route", rt.Name, "method", c.method, "error", err)
+	return status.Errorf(codes.Unavailable, "pipemesh: upstream %q unavailable; see the proxy log", rt.Name)
 }
 
 // sendHeader forwards upstream response headers, once.

@@ -199,3 +199,25 @@ func TestReadyFollowsUpstreams(t *testing.T) {
 		return ok
 	}, 20*time.Second, 50*time.Millisecond, "ready once the upstream is up")
 }
+
+// unavailableServer answers GetFlightInfo with its own Unavailable.
+type unavailableServer struct{ flight.BaseFlightServer }
+
+func (unavailableServer) GetFlightInfo(context.Context, *flight.FlightDescriptor) (*flight.FlightInfo, error) {
+	return nil, status.Error(codes.Unavailable, "draining, try the next replica")
+}
+
+func TestUpstreamsOwnUnavailablePasses(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	g := grpc.NewServer()
+	flight.RegisterFlightServiceServer(g, unavailableServer{})
+	serveGRPC(t, func(ctx context.Context) error {
+		context.AfterFunc(ctx, g.Stop)
+		return g.Serve(ln)
+	})
+	p, _ := startProxy(t, Config{Upstreams: []Upstream{{Target: ln.Addr().String()}}})
+	_, err = dial(t, p.Addr()).GetFlightInfo(context.Background(), pathDesc("x"))
+	assert.Equal(t, codes.Unavailable, status.Code(err))
+	assert.Equal(t, "draining, try the next replica", status.Convert(err).Message())
+}
