@@ -203,7 +203,7 @@ func TestReadyFollowsUpstreams(t *testing.T) {
 // unavailableServer answers GetFlightInfo with its own Unavailable.
 type unavailableServer struct{ flight.BaseFlightServer }
 
-func (unavailableServer) GetFlightInfo(context.Context, *flight.FlightDescriptor) (*flight.FlightInfo, error) {
+func (*unavailableServer) GetFlightInfo(context.Context, *flight.FlightDescriptor) (*flight.FlightInfo, error) {
 	return nil, status.Error(codes.Unavailable, "draining, try the next replica")
 }
 
@@ -211,7 +211,7 @@ func TestUpstreamsOwnUnavailablePasses(t *testing.T) {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	require.NoError(t, err)
 	g := grpc.NewServer()
-	flight.RegisterFlightServiceServer(g, unavailableServer{})
+	flight.RegisterFlightServiceServer(g, &unavailableServer{})
 	serveGRPC(t, func(ctx context.Context) error {
 		context.AfterFunc(ctx, g.Stop)
 		return g.Serve(ln)
