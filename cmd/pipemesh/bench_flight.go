@@ -35,6 +35,7 @@ The table gives the median of each mode, its spread, and proxied/direct.
 Examples:
   pipemesh bench flight
   pipemesh bench flight --bytes 1GiB --compression lz4 --streams 2
+  pipemesh bench flight --proxy-compress zstd
   pipemesh bench flight --direct 127.0.0.1:8815 --proxy 127.0.0.1:18815 --proxy-pid 4242`
 
 func runBenchFlight(ctx context.Context, args []string, stdout, stderr io.Writer) error {
@@ -45,6 +46,7 @@ func runBenchFlight(ctx context.Context, args []string, stdout, stderr io.Writer
 	fs.IntVar(&cfg.BatchesPerChunk, "batches-per-chunk", cfg.BatchesPerChunk, "batches per endpoint of the embedded service")
 	fs.IntVar(&cfg.Streams, "streams", cfg.Streams, "endpoints a DoGet round reads at once")
 	fs.StringVar(&cfg.Compression, "compression", cfg.Compression, "IPC body compression of the data: none, lz4 or zstd")
+	fs.StringVar(&cfg.ProxyCompress, "proxy-compress", "", "lz4 or zstd: the embedded proxy re-encodes DoGet streams toward the client (serve --flight-compress), and proxied rounds check batches by value; measures the re-encoding cost")
 	fs.IntVar(&cfg.Rounds, "rounds", cfg.Rounds, "rounds of each mode, direct and proxied alternating")
 	fs.StringVar(&cfg.Direct, "direct", "", "`host:port` of an existing Flight service to measure (with --proxy)")
 	fs.StringVar(&cfg.Proxy, "proxy", "", "`host:port` of a Flight proxy in front of --direct (with --direct)")

@@ -40,6 +40,16 @@ func TestBenchFlightRunWritesTableAndJSON(t *testing.T) {
 	assert.Positive(t, rep.Get.Ratio)
 }
 
+func TestBenchFlightWithProxyRecompression(t *testing.T) {
+	useBuiltBinary(t)
+	var out, errOut bytes.Buffer
+	code := run(context.Background(), []string{"bench", "flight", "--bytes", "4MiB", "--batch-rows", "8192",
+		"--rounds", "1", "--proxy-compress", "zstd"}, &out, &errOut)
+	require.Equal(t, 0, code, "stdout:\n%s\nstderr:\n%s", out.String(), errOut.String())
+	assert.Contains(t, errOut.String(), "re-encoded by the proxy (zstd), every batch checked value for value")
+	assert.Contains(t, out.String(), "the proxy re-encoded proxied DoGet streams with zstd")
+}
+
 func TestBenchFlightFlagErrors(t *testing.T) {
 	for _, tc := range []struct {
 		args []string
@@ -49,6 +59,7 @@ func TestBenchFlightFlagErrors(t *testing.T) {
 		{[]string{"--compression", "gzip"}, `--compression "gzip": want none, lz4 or zstd`},
 		{[]string{"--direct", "a:1"}, "--direct and --proxy go together"},
 		{[]string{"--streams", "0"}, "--streams 0"},
+		{[]string{"--proxy-compress", "gzip"}, `--proxy-compress "gzip": want lz4 or zstd`},
 	} {
 		t.Run(strings.Join(tc.args, " "), func(t *testing.T) {
 			var errOut bytes.Buffer
