@@ -89,19 +89,24 @@ type FlightRound struct {
 	PutGBPerSec float64            `json:"put_gb_per_sec"`
 	Bytes       int64              `json:"bytes"`
 	CPUSeconds  map[string]float64 `json:"cpu_seconds"` // per role, both phases
-	// ProxyCPUPerGB is the proxy's CPU seconds per GB moved (get plus put).
-	ProxyCPUPerGB float64 `json:"proxy_cpu_per_gb,omitempty"`
-	Verified      bool    `json:"verified"`
-	Error         string  `json:"error,omitempty"`
+	// ProxyCPUPerGB is the proxy's CPU seconds per GB moved (get plus put);
+	// GetProxyCPUPerGB and PutProxyCPUPerGB split it by phase.
+	ProxyCPUPerGB    float64 `json:"proxy_cpu_per_gb,omitempty"`
+	GetProxyCPUPerGB float64 `json:"get_proxy_cpu_per_gb,omitempty"`
+	PutProxyCPUPerGB float64 `json:"put_proxy_cpu_per_gb,omitempty"`
+	Verified         bool    `json:"verified"`
+	Error            string  `json:"error,omitempty"`
 }
 
 // FlightReport is a whole bench flight run.
 type FlightReport struct {
-	Config        FlightConfig  `json:"config"`
-	Rounds        []FlightRound `json:"rounds"`
-	Get           Compare       `json:"get_gb_per_sec"`
-	Put           Compare       `json:"put_gb_per_sec"`
-	ProxyCPUPerGB Stat          `json:"proxy_cpu_per_gb"`
+	Config           FlightConfig  `json:"config"`
+	Rounds           []FlightRound `json:"rounds"`
+	Get              Compare       `json:"get_gb_per_sec"`
+	Put              Compare       `json:"put_gb_per_sec"`
+	ProxyCPUPerGB    Stat          `json:"proxy_cpu_per_gb"`
+	GetProxyCPUPerGB Stat          `json:"get_proxy_cpu_per_gb"`
+	PutProxyCPUPerGB Stat          `json:"put_proxy_cpu_per_gb"`
 }
 
 // flightData is the benchmark's dataset, encoded once: what every DoPut
@@ -565,6 +570,7 @@ func runFlightRound(ctx context.Context, cfg FlightConfig, data *flightData, c f
 	err := data.get(ctx, c, "data", cfg.Streams, cfg.BatchesPerChunk, byValue, ctr)
 	win.end()
 	getWall := win.wall
+	getProxyCPU := win.seconds[roleProxy]
 	if err != nil {
 		rd.Error = "DoGet: " + err.Error()
 		pr.end("DoGet failed: " + err.Error())
@@ -602,7 +608,10 @@ func runFlightRound(ctx context.Context, cfg FlightConfig, data *flightData, c f
 	rd.CPUSeconds = win.seconds
 	if mode == Proxied {
 		if s, ok := win.seconds[roleProxy]; ok {
-			rd.ProxyCPUPerGB = s / (float64(rd.Bytes) / 1e9)
+			gb := float64(data.bytes) / 1e9
+			rd.ProxyCPUPerGB = s / (2 * gb)
+			rd.GetProxyCPUPerGB = getProxyCPU / gb
+			rd.PutProxyCPUPerGB = (s - getProxyCPU) / gb
 		}
 	}
 	rd.Verified = true
@@ -612,7 +621,7 @@ func runFlightRound(ctx context.Context, cfg FlightConfig, data *flightData, c f
 
 func (r *FlightReport) summarize() {
 	var get, put [2][]float64
-	var cpu []float64
+	var cpu, getCPU, putCPU []float64
 	for _, rd := range r.Rounds {
 		if !rd.Verified {
 			continue
@@ -622,6 +631,8 @@ func (r *FlightReport) summarize() {
 			k = 1
 			if rd.ProxyCPUPerGB > 0 {
 				cpu = append(cpu, rd.ProxyCPUPerGB)
+				getCPU = append(getCPU, rd.GetProxyCPUPerGB)
+				putCPU = append(putCPU, rd.PutProxyCPUPerGB)
 			}
 		}
 		get[k] = append(get[k], rd.GetGBPerSec)
@@ -635,6 +646,7 @@ func (r *FlightReport) summarize() {
 		return c
 	}
 	r.Get, r.Put, r.ProxyCPUPerGB = cmp(get), cmp(put), statOf(cpu)
+	r.GetProxyCPUPerGB, r.PutProxyCPUPerGB = statOf(getCPU), statOf(putCPU)
 }
 
 // WriteFlightTable writes the run's summary as a text table.
@@ -643,10 +655,14 @@ func WriteFlightTable(w io.Writer, r *FlightReport) error {
 		return fmt.Sprintf("%-22s %-18s %-18s %s\n", name,
 			sig3(c.Direct.Median)+" ("+spreadText(c.Direct)+")", sig3(c.Proxied.Median)+" ("+spreadText(c.Proxied)+")", ratioText(c))
 	}
-	_, err := fmt.Fprintf(w, "%-22s %-18s %-18s %s\n%s%s%-22s %-18s %s\n",
+	cpuRow := func(name string, s Stat) string {
+		return fmt.Sprintf("%-22s %-18s %s\n", name, "", cpuPerGBText(s))
+	}
+	_, err := fmt.Fprintf(w, "%-22s %-18s %-18s %s\n%s%s%s%s%s",
 		"", "direct", "proxied", "proxied/direct",
 		row("DoGet GB/s", r.Get), row("DoPut GB/s", r.Put),
-		"proxy CPU-s per GB", "", cpuPerGBText(r.ProxyCPUPerGB))
+		cpuRow("proxy CPU-s per GB", r.ProxyCPUPerGB),
+		cpuRow("  DoGet", r.GetProxyCPUPerGB), cpuRow("  DoPut", r.PutProxyCPUPerGB))
 	if err != nil {
 		return err
 	}
