@@ -24,6 +24,9 @@ import (
 // Anonymous is the principal of callers the proxy does not authenticate.
 const Anonymous = "User:ANONYMOUS"
 
+// tokenHeader carries tokens in Flight's older handshake protocol.
+const tokenHeader = "auth-token-bin"
+
 // DefaultTokenTTL is how long a bearer token issued by the proxy lasts.
 const DefaultTokenTTL = time.Hour
 
@@ -33,8 +36,9 @@ const DefaultTokenTTL = time.Hour
 // A client authenticates with basic credentials (an "authorization: Basic"
 // header on Handshake, as the Flight clients and the Flight SQL JDBC driver
 // send them, or a BasicAuth payload in the Handshake) and receives a bearer
-// token in the "authorization" response header, which it sends on every
-// later call. Static bearer tokens (service accounts) and client
+// token in the "authorization" response header (and, for a payload, as the
+// response payload), which it sends on every later call as "authorization:
+// Bearer" or, in the older protocol, as "auth-token-bin". Static bearer tokens (service accounts) and client
 // certificates (mTLS, the certificate's common name) work without a
 // Handshake. The proxy consumes these credentials: they are not sent to
 // the upstream.
@@ -62,7 +66,15 @@ func (p *Proxy) identify(ctx context.Context, md metadata.MD, method string) (st
 	if id == nil {
 		return Anonymous, nil, nil
 	}
-	consumed := []string{"authorization"}
+	consumed := []string{"authorization", tokenHeader}
+	// Flight's older token handshake (arrow's ClientAuthHandler) sends the
+	// token it got back under auth-token-bin.
+	for _, v := range md.Get(tokenHeader) {
+		if name, ok := p.verifyToken(v); ok {
+			return "User:" + name, consumed, nil
+		}
+		return "", nil, status.Error(codes.Unauthenticated, "pipemesh: the auth-token-bin token is not valid or has expired; call Handshake again")
+	}
 	for _, v := range md.Get("authorization") {
 		scheme, cred, _ := strings.Cut(v, " ")
 		switch strings.ToLower(scheme) {

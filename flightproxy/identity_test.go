@@ -10,9 +10,12 @@ import (
 	"github.com/apache/arrow-go/v18/arrow/flight"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
 )
 
 // TestIdentityAndAuthorization logs in with basic credentials for a bearer
@@ -106,4 +109,61 @@ func TestIdentityAndAuthorization(t *testing.T) {
 		principals[o.Principal] = true
 	}
 	assert.Equal(t, map[string]bool{"User:alice": true, "User:bob": true}, principals)
+}
+
+// payloadAuth is arrow-go's older handshake from the client side: a
+// BasicAuth payload out, a token payload back, then auth-token-bin.
+type payloadAuth struct {
+	user, pass string
+	token      string
+}
+
+func (a *payloadAuth) Authenticate(_ context.Context, c flight.AuthConn) error {
+	b, err := proto.Marshal(&flight.BasicAuth{Username: a.user, Password: a.pass})
+	if err != nil {
+		return err
+	}
+	if err := c.Send(b); err != nil {
+		return err
+	}
+	tok, err := c.Read()
+	if err != nil {
+		return err
+	}
+	a.token = string(tok)
+	return nil
+}
+
+func (a *payloadAuth) GetToken(context.Context) (string, error) { return a.token, nil }
+
+func TestHandshakePayloadAuth(t *testing.T) {
+	up := startUpstream(t, "self", 0)
+	rec := &recorder{}
+	p, _ := startProxy(t, Config{
+		Upstreams: []Upstream{{Target: up.addr}},
+		Identity:  &Identity{Basic: func(u, pw string) bool { return u == "carol" && pw == "c-secret" }},
+		Observer:  rec,
+	})
+	for _, tc := range []struct {
+		pass string
+		ok   bool
+	}{{"wrong", false}, {"c-secret", true}} {
+		auth := &payloadAuth{user: "carol", pass: tc.pass}
+		c, err := flight.NewClientWithMiddleware(p.Addr(), auth, nil, grpc.WithTransportCredentials(insecure.NewCredentials()))
+		require.NoError(t, err)
+		err = c.Authenticate(context.Background())
+		if !tc.ok {
+			assert.Equal(t, codes.Unauthenticated, status.Code(err))
+			c.Close()
+			continue
+		}
+		require.NoError(t, err)
+		require.True(t, strings.HasPrefix(auth.token, "pm1."))
+		putDataset(t, c, []string{"c"}, 1, 10)
+		c.Close()
+	}
+	rec.mu.Lock()
+	defer rec.mu.Unlock()
+	require.NotEmpty(t, rec.streams)
+	assert.Equal(t, "User:carol", rec.streams[0].Principal)
 }
