@@ -5,6 +5,7 @@ import (
 	"errors"
 	"io"
 	"strings"
+	"sync"
 	"testing"
 
 	"github.com/apache/arrow-go/v18/arrow/flight"
@@ -166,4 +167,29 @@ func TestHandshakePayloadAuth(t *testing.T) {
 	defer rec.mu.Unlock()
 	require.NotEmpty(t, rec.streams)
 	assert.Equal(t, "User:carol", rec.streams[0].Principal)
+}
+
+func TestStaticBearerTokens(t *testing.T) {
+	up := startUpstream(t, "self", 0)
+	var mu sync.Mutex
+	seen := map[string]bool{}
+	p, _ := startProxy(t, Config{
+		Upstreams: []Upstream{{Target: up.addr}},
+		Identity:  &Identity{Tokens: map[string]string{"svc-token-123": "etl"}},
+		Authorizer: AuthorizerFunc(func(principal string, _ Operation, _ string) Decision {
+			mu.Lock()
+			defer mu.Unlock()
+			seen[principal] = true
+			return Decision{Allow: true, Rule: "test"}
+		}),
+	})
+	c := dial(t, p.Addr())
+	ctx := metadata.AppendToOutgoingContext(context.Background(), "authorization", "Bearer svc-token-123")
+	require.NoError(t, putDatasetCtx(ctx, c, []string{"s"}, 1, 10))
+	bad := metadata.AppendToOutgoingContext(context.Background(), "authorization", "Bearer nope")
+	_, err := c.GetFlightInfo(bad, pathDesc("s"))
+	assert.Equal(t, codes.Unauthenticated, status.Code(err))
+	mu.Lock()
+	defer mu.Unlock()
+	assert.Equal(t, map[string]bool{"User:etl": true}, seen)
 }
