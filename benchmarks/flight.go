@@ -117,6 +117,8 @@ type flightData struct {
 	records []arrow.RecordBatch // the same batches decoded, to check by value
 	count   int                 // batches in the dataset: batches are repeated to reach it
 	bytes   int64               // header+body bytes of count batches
+
+	rowsPerBatch int
 }
 
 type flightMsg struct{ header, body []byte }
@@ -163,7 +165,7 @@ func newFlightData(cfg FlightConfig) (*flightData, error) {
 	if err := w.Close(); err != nil {
 		return nil, err
 	}
-	d := &flightData{records: records}
+	d := &flightData{records: records, rowsPerBatch: cfg.BatchRows}
 	r := arrowipc.NewReader(&buf, 1<<20, 1<<31-1)
 	for {
 		meta, h, body, err := r.Next()
@@ -213,7 +215,7 @@ func (d *flightData) put(ctx context.Context, c flight.Client, path string, ctr 
 		m := d.batch(i)
 		fd.DataHeader, fd.DataBody = m.header, m.body
 		err = send(&fd)
-		ctr.records.Add(1)
+		ctr.records.Add(int64(d.rowsPerBatch))
 	}
 	if err == nil || errors.Is(err, io.EOF) {
 		err = s.CloseSend()
@@ -289,7 +291,7 @@ func (d *flightData) getEndpoint(ctx context.Context, c flight.Client, ep *fligh
 			if !samePadded(fd.DataHeader, m.header) || !bytes.Equal(fd.DataBody, m.body) {
 				return fmt.Errorf("batch %d differs from the one written", first+seen)
 			}
-			ctr.records.Add(1)
+			ctr.records.Add(int64(d.rowsPerBatch))
 		}
 		seen++
 	}
@@ -323,7 +325,7 @@ func (d *flightData) getEndpointByValue(ctx context.Context, c flight.Client, ep
 		}
 		m := d.batch(i)
 		ctr.bytes.Add(int64(len(m.header) + len(m.body)))
-		ctr.records.Add(1)
+		ctr.records.Add(int64(d.rowsPerBatch))
 		seen++
 	}
 	if err := r.Err(); err != nil && !errors.Is(err, io.EOF) {
@@ -525,7 +527,7 @@ func RunFlight(ctx context.Context, cfg FlightConfig, opts FlightRunOptions) (*F
 	defer pr.close()
 	pr.note("dataset: %d batches of %d rows, %.2f GB, compression %s", data.count, cfg.BatchRows, float64(data.bytes)/1e9, cfg.Compression)
 	ctr := &phaseCounters{}
-	pr.begin("setup", "put", int64(data.count), 0, ctr)
+	pr.begin("setup", "put", int64(data.count*data.rowsPerBatch), 0, ctr)
 	if err := data.put(ctx, clients[Direct], "data", ctr); err != nil {
 		return nil, fmt.Errorf("benchmarks: writing the dataset: %w", err)
 	}
@@ -564,7 +566,7 @@ func runFlightRound(ctx context.Context, cfg FlightConfig, data *flightData, c f
 	win := newCPUWindow(sources, nil)
 
 	ctr := &phaseCounters{}
-	pr.begin(label, "get", int64(data.count), 0, ctr)
+	pr.begin(label, "get", int64(data.count*data.rowsPerBatch), 0, ctr)
 	win.begin()
 	byValue := mode == Proxied && cfg.ProxyCompress != ""
 	err := data.get(ctx, c, "data", cfg.Streams, cfg.BatchesPerChunk, byValue, ctr)
@@ -585,7 +587,7 @@ func runFlightRound(ctx context.Context, cfg FlightConfig, data *flightData, c f
 
 	ctr = &phaseCounters{}
 	path := fmt.Sprintf("put-%s-%d", mode, i+1)
-	pr.begin(label, "put", int64(data.count), 0, ctr)
+	pr.begin(label, "put", int64(data.count*data.rowsPerBatch), 0, ctr)
 	win.begin()
 	err = data.put(ctx, c, path, ctr)
 	win.end()
