@@ -32,7 +32,7 @@ type upstream struct {
 
 // startUpstream runs flightserver on a loopback port. location "self"
 // advertises its own address in endpoints; "" advertises none.
-func startUpstream(t *testing.T, location string, batchesPerChunk int64) *upstream {
+func startUpstream(t testing.TB, location string, batchesPerChunk int64) *upstream {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	require.NoError(t, err)
@@ -47,7 +47,7 @@ func startUpstream(t *testing.T, location string, batchesPerChunk int64) *upstre
 }
 
 // serveGRPC runs serve until the test ends.
-func serveGRPC(t *testing.T, serve func(context.Context) error) {
+func serveGRPC(t testing.TB, serve func(context.Context) error) {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- serve(ctx) }()
@@ -64,7 +64,7 @@ func serveGRPC(t *testing.T, serve func(context.Context) error) {
 
 // startProxy runs a proxy in front of the upstreams and returns it with
 // the registry holding its metrics.
-func startProxy(t *testing.T, cfg Config) (*Proxy, *prometheus.Registry) {
+func startProxy(t testing.TB, cfg Config) (*Proxy, *prometheus.Registry) {
 	t.Helper()
 	reg := prometheus.NewRegistry()
 	cfg.Listen = "127.0.0.1:0"
@@ -80,7 +80,7 @@ func startProxy(t *testing.T, cfg Config) (*Proxy, *prometheus.Registry) {
 }
 
 // dial returns an arrow-go Flight client for addr with limits for big batches.
-func dial(t *testing.T, addr string) flight.Client {
+func dial(t testing.TB, addr string) flight.Client {
 	t.Helper()
 	c, err := flight.NewClientWithMiddleware(addr, nil, nil,
 		grpc.WithTransportCredentials(insecure.NewCredentials()),
