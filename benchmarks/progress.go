@@ -82,7 +82,7 @@ func (pr *progress) begin(label, phase string, target int64, timed time.Duration
 	if timed > 0 {
 		what = "for " + timed.String()
 	}
-	verb := map[string]string{"produce": "producing", "consume": "consuming"}[phase]
+	verb := map[string]string{"produce": "producing", "consume": "consuming", "get": "DoGet of", "put": "DoPut of"}[phase]
 	fmt.Fprintf(pr.w, "%s: %s %s\n", label, verb, what)
 }
 

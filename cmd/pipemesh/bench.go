@@ -22,8 +22,9 @@ through the proxy, in one run on one machine.
 Benchmarks:
   kafka     Kafka produce and consume throughput, produce latency and proxy CPU,
             direct vs proxied
+  flight    Arrow Flight DoGet and DoPut throughput and proxy CPU, direct vs proxied
 
-Run 'pipemesh bench kafka --help' for what it measures and its flags.
+Run 'pipemesh bench kafka --help' (or flight) for what it measures and its flags.
 `
 
 const benchKafkaAbout = `Measure Kafka throughput and latency direct to the brokers and through the
@@ -89,6 +90,8 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		return flag.ErrHelp
 	case "kafka":
 		return runBenchKafka(ctx, args[1:], stdout, stderr)
+	case "flight":
+		return runBenchFlight(ctx, args[1:], stdout, stderr)
 	}
 	fmt.Fprintf(stderr, "pipemesh bench: unknown benchmark %q\n\n%s", args[0], benchUsage)
 	return errUsage

@@ -83,8 +83,8 @@ func TestBenchListsBenchmarks(t *testing.T) {
 	assert.Contains(t, out.String(), "kafka ")
 
 	errOut.Reset()
-	assert.Equal(t, 2, run(context.Background(), []string{"bench", "flight"}, &out, &errOut))
-	assert.Contains(t, errOut.String(), `unknown benchmark "flight"`)
+	assert.Equal(t, 2, run(context.Background(), []string{"bench", "nosuch"}, &out, &errOut))
+	assert.Contains(t, errOut.String(), `unknown benchmark "nosuch"`)
 
 	var usage bytes.Buffer
 	run(context.Background(), nil, io.Discard, &usage)

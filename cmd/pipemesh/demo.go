@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -21,6 +22,10 @@ import (
 const demoAbout = `Run everything on embedded defaults: a 3-broker kfake cluster, the proxy in
 front of it, and a small live pipeline through the proxy (the "orders-service"
 producer writing to topic "orders", the "billing" consumer group reading it).
+On the Flight side it runs the built-in Flight dataset service, the Flight
+proxy in front of it, and a Spark-style job ("fare-report") that reads dataset
+"trips" through the proxy (GetFlightInfo, then DoGet on every endpoint in
+parallel), aggregates it and writes the result back with DoPut.
 It prints the addresses to point your own clients at, then a status line every
 few seconds. Ctrl-C stops it.`
 
@@ -41,6 +46,8 @@ func runDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	duration := fs.Duration("duration", 0, "stop after this `long` (0: run until Ctrl-C)")
 	every := fs.Duration("status-every", 5*time.Second, "how often to print the pipeline status")
 	logLevel := fs.String("log-level", "warn", "proxy log level: debug, info, warn or error")
+	flightListen := fs.String("flight-listen", "127.0.0.1:18815", "Flight proxy `host:port`")
+	flightDir := fs.String("flight-data-dir", "", "`directory` for the Flight dataset service (default: a temporary one, removed at exit)")
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
@@ -68,6 +75,11 @@ func runDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	if strings.HasSuffix(*kafkaListen, ":0") {
 		s.proxy.BrokerPortBase = -1 // one embedded proxy: free ports are fine
 	}
+	fl, stopFlight, err := startDemoFlight(ctx, *flightListen, *flightDir, s, log)
+	if err != nil {
+		return err
+	}
+	defer stopFlight()
 	// The proxy outlives the pipeline so the demo clients can leave their
 	// group cleanly through it before it stops.
 	proxyCtx, stopProxy := context.WithCancel(context.Background())
@@ -88,6 +100,7 @@ func runDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		return fmt.Errorf("%w (another pipemesh running? pick other ports with --kafka-listen and --admin-listen)", err)
 	}
 	adm := <-adminAddr
+	fp := <-fl.proxy
 	if err := waitReady(ctx, p); err != nil {
 		return err
 	}
@@ -106,14 +119,21 @@ Point any Kafka client at %s, for example:
   kcat -b %s -L
   kcat -b %s -C -t %s -c 5
 
+  Arrow Flight (through the proxy):    grpc://%s
+  Flight dataset service behind it:    grpc://%s
+  Flight jobs: %q writes dataset %q; %q reads it over every endpoint
+  in parallel and writes %q. See docs/flight.md.
+
 Ctrl-C stops it.
 `, p.Addr(), strings.Join(sortedAddrs(p.BrokerAddrs()), ", "), strings.Join(cluster.ListenAddrs(), ", "), adm,
-		demoProducer, demoTopic, demoGroup, demoConsumer, p.Addr(), p.Addr(), p.Addr(), demoTopic)
+		demoProducer, demoTopic, demoGroup, demoConsumer, p.Addr(), p.Addr(), p.Addr(), demoTopic,
+		fp.Addr(), fl.upstream, demoIngestJob, demoTrips, demoReportJob, demoReport)
 
 	pl := &pipeline{bootstrap: p.Addr(), rate: *rate, log: log}
 	var wg sync.WaitGroup
-	wg.Add(1)
+	wg.Add(2)
 	go func() { defer wg.Done(); pl.run(ctx) }()
+	go func() { defer wg.Done(); fl.run(ctx, fp.Addr(), *every) }()
 	t := time.NewTicker(*every)
 	defer t.Stop()
 loop:
@@ -124,16 +144,18 @@ loop:
 		case err := <-serveErr:
 			return err
 		case <-t.C:
+			fmt.Fprintln(stdout, fl.status())
 			fmt.Fprintln(stdout, pl.status())
 		}
 	}
 	wg.Wait()
+	fmt.Fprintln(stdout, fl.status())
 	fmt.Fprintln(stdout, pl.status())
 	stopProxy()
 	if err := <-serveErr; err != nil {
 		return err
 	}
-	return pl.err()
+	return errors.Join(pl.err(), fl.err())
 }
 
 func waitReady(ctx context.Context, p *kafkaproxy.Proxy) error {

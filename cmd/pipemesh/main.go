@@ -22,8 +22,10 @@ Usage:
   pipemesh <command> [flags]
 
 Commands:
-  serve     run the proxy in front of a Kafka cluster
+  serve     run the proxy in front of a Kafka cluster and/or Arrow Flight services
   broker    run an embedded 3-broker Kafka cluster (kfake), or with --sink a fast in-memory sink for benchmarks
+  flight-server
+            run a small built-in Arrow Flight dataset service (demo, tests, benchmarks)
   demo      run broker, proxy and a small live pipeline, and print the addresses
   bench     measure throughput and latency direct vs through the proxy
   policy    check a policy file, or explain a decision it makes
@@ -42,6 +44,7 @@ type command struct {
 var commands = []command{
 	{"serve", runServe},
 	{"broker", runBroker},
+	{"flight-server", runFlightServer},
 	{"demo", runDemo},
 	{"bench", runBench},
 	{"policy", runPolicy},

@@ -205,7 +205,7 @@ func TestServeEndToEnd(t *testing.T) {
 func TestDemoRunsPipeline(t *testing.T) {
 	var out bytes.Buffer
 	err := runDemo(context.Background(), []string{"--duration", "4s", "--status-every", "1s", "--rate", "50",
-		"--kafka-listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0"}, &out, io.Discard)
+		"--kafka-listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0", "--flight-listen", "127.0.0.1:0"}, &out, io.Discard)
 	require.NoError(t, err)
 	text := out.String()
 	assert.Contains(t, text, "Kafka bootstrap (through the proxy): 127.0.0.1:")
@@ -217,4 +217,5 @@ func TestDemoRunsPipeline(t *testing.T) {
 	assert.Greater(t, produced, 50, "the producer ran through the proxy")
 	assert.Greater(t, consumed, 0, "the group consumed through the proxy")
 	assert.Zero(t, dupes)
+	assert.Regexp(t, `flight: job "fare-report" ran [1-9]\d* times; last read 200000 rows of "trips" over \d+ endpoints in parallel, wrote 5 regions`, text)
 }

@@ -11,6 +11,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/pipemesh/pipemesh/flightproxy"
 	"github.com/pipemesh/pipemesh/internal/admin"
 	"github.com/pipemesh/pipemesh/internal/config"
 	"github.com/pipemesh/pipemesh/kafkaproxy"
@@ -21,9 +22,14 @@ const serveAbout = `Run the Kafka proxy. Clients use --kafka-listen as their boo
 --broker-port-base + node id, and every address the brokers return is
 rewritten to those listeners. Flags override the keys of --config.
 
-Example:
+With --flight-upstream it also runs the Arrow Flight proxy on --flight-listen
+(or only it, without a Kafka upstream): Flight clients connect there, and every
+FlightInfo endpoint is rewritten to lead back through it. See docs/flight.md.
+
+Examples:
   pipemesh serve --kafka-listen 127.0.0.1:19092 --kafka-upstream 127.0.0.1:9092
-  kcat -b 127.0.0.1:19092 -L`
+  kcat -b 127.0.0.1:19092 -L
+  pipemesh serve --flight-listen 127.0.0.1:18815 --flight-upstream grpc://127.0.0.1:8815`
 
 // serveFlags are serve's flags; demo and the tests reuse them.
 type serveFlags struct {
@@ -44,6 +50,7 @@ type serveFlags struct {
 	auditLog       string
 	auditAllows    bool
 	security       securityFlags
+	flight         flightFlags
 }
 
 func (f *serveFlags) register(fs *flag.FlagSet) {
@@ -64,6 +71,7 @@ func (f *serveFlags) register(fs *flag.FlagSet) {
 	fs.StringVar(&f.auditLog, "audit-log", "", "`file` to append one JSON line per denied request to (- for stderr; default: denials go to the log)")
 	fs.BoolVar(&f.auditAllows, "audit-allows", false, "also write allowed decisions to --audit-log")
 	f.security.register(fs)
+	f.flight.register(fs)
 }
 
 // settings is the merged result of defaults, config file and flags.
@@ -76,6 +84,11 @@ type settings struct {
 	auditLog    string
 	auditAllows bool
 	security    securitySettings
+	// flight is the Flight proxy's config; nil when it is off. noKafka
+	// turns the Kafka proxy off (only Flight upstreams configured).
+	flight   *flightproxy.Config
+	noKafka  bool
+	onFlight func(*flightproxy.Proxy) // called once the Flight proxy listens
 }
 
 // resolve merges the config file (if any) under the flags the user set.
@@ -142,6 +155,13 @@ func (f *serveFlags) resolve(fs *flag.FlagSet) (*settings, error) {
 	if s.security, err = f.security.resolve(set, k, os.LookupEnv); err != nil {
 		return nil, err
 	}
+	if s.flight, err = f.flight.resolve(set, file.Flight); err != nil {
+		return nil, err
+	}
+	if len(s.proxy.Upstreams) == 0 && s.flight != nil {
+		s.noKafka = true
+		return s, nil
+	}
 	if len(s.proxy.Upstreams) == 0 {
 		return nil, errors.New("no upstream Kafka cluster: set --kafka-upstream HOST:PORT (or kafka.upstream in --config); " +
 			"for a local one, run 'pipemesh broker' and use --kafka-upstream 127.0.0.1:9092")
@@ -171,38 +191,53 @@ func runServe(ctx context.Context, args []string, _, stderr io.Writer) error {
 // not nil, is called once both listen.
 func serve(ctx context.Context, s *settings, log *slog.Logger, started func(*kafkaproxy.Proxy, *admin.Server)) error {
 	adm := admin.New(log)
-	s.proxy.Logger = log
-	s.proxy.Registerer = adm.Registry()
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	closePolicy, err := setupPolicy(ctx, s, log, adm.Registry(), os.Stderr)
 	if err != nil {
 		return err
 	}
-	if err := setupSecurity(ctx, s, log); err != nil {
-		closePolicy()
-		return err
-	}
 	defer closePolicy()
-	p, err := kafkaproxy.New(s.proxy)
-	if err != nil {
-		return err
+	var runs []func(context.Context) error
+	var p *kafkaproxy.Proxy
+	if !s.noKafka {
+		if err := setupSecurity(ctx, s, log); err != nil {
+			return err
+		}
+		s.proxy.Logger = log
+		s.proxy.Registerer = adm.Registry()
+		if p, err = kafkaproxy.New(s.proxy); err != nil {
+			return err
+		}
+		if err := p.Listen(); err != nil {
+			return err
+		}
+		adm.AddReady("kafka proxy", p.Ready)
+		runs = append(runs, p.Serve)
 	}
-	if err := p.Listen(); err != nil {
-		return err
+	if s.flight != nil {
+		run, fp, err := startFlight(*s.flight, log, adm)
+		if err != nil {
+			return err
+		}
+		runs = append(runs, run)
+		if s.onFlight != nil {
+			s.onFlight(fp)
+		}
 	}
 	if err := adm.Listen(s.adminListen); err != nil {
 		return err
 	}
-	adm.AddReady("kafka proxy", p.Ready)
 	if started != nil {
 		started(p, adm)
 	}
+	runs = append(runs, adm.Serve)
 	var wg sync.WaitGroup
-	errs := make([]error, 2)
-	wg.Add(2)
-	go func() { defer wg.Done(); defer cancel(); errs[0] = p.Serve(ctx) }()
-	go func() { defer wg.Done(); defer cancel(); errs[1] = adm.Serve(ctx) }()
+	errs := make([]error, len(runs))
+	for i, run := range runs {
+		wg.Add(1)
+		go func() { defer wg.Done(); defer cancel(); errs[i] = run(ctx) }()
+	}
 	wg.Wait()
 	return errors.Join(errs...)
 }

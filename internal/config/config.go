@@ -21,9 +21,10 @@ import (
 // File is the config file's shape. Durations are Go durations ("30s",
 // "10m"); sizes are bytes or a number with a KiB/MiB/GiB suffix.
 type File struct {
-	Kafka Kafka `yaml:"kafka"`
-	Admin Admin `yaml:"admin"`
-	Log   Log   `yaml:"log"`
+	Kafka  Kafka  `yaml:"kafka"`
+	Flight Flight `yaml:"flight"`
+	Admin  Admin  `yaml:"admin"`
+	Log    Log    `yaml:"log"`
 	// Policy is the policy file (serve --policy), see docs/security.md.
 	Policy string `yaml:"policy"`
 	Audit  Audit  `yaml:"audit"`

@@ -1,0 +1,631 @@
+package flightproxy
+
+import (
+	"context"
+	"errors"
+	"io"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/apache/arrow-go/v18/arrow/flight"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
+)
+
+// call is one client call in progress.
+type call struct {
+	p         *Proxy
+	ss        grpc.ServerStream
+	ctx       context.Context // carries the metadata to send upstream
+	method    string
+	principal string
+	job       string
+}
+
+// jobHeader lets a client name its job for lineage (Spark: the app name).
+const jobHeader = "x-pipemesh-job"
+
+var (
+	unaryDesc        = &grpc.StreamDesc{}
+	serverStreamDesc = &grpc.StreamDesc{ServerStreams: true}
+	bidiDesc         = &grpc.StreamDesc{ServerStreams: true, ClientStreams: true}
+)
+
+// serviceDesc registers every Flight method as a stream handler: on the
+// wire a unary call is a stream of one message each way, so one shape of
+// handler serves all ten.
+func (p *Proxy) serviceDesc() *grpc.ServiceDesc {
+	h := func(method string, fn func(*call) error) grpc.StreamHandler {
+		return func(_ any, ss grpc.ServerStream) error { return p.handle(method, ss, fn) }
+	}
+	return &grpc.ServiceDesc{
+		ServiceName: flightService,
+		HandlerType: (*any)(nil),
+		Streams: []grpc.StreamDesc{
+			{StreamName: "Handshake", Handler: h("Handshake", p.handshake), ServerStreams: true, ClientStreams: true},
+			{StreamName: "ListFlights", Handler: h("ListFlights", p.listFlights), ServerStreams: true},
+			{StreamName: "GetFlightInfo", Handler: h("GetFlightInfo", p.getFlightInfo)},
+			{StreamName: "PollFlightInfo", Handler: h("PollFlightInfo", p.pollFlightInfo)},
+			{StreamName: "GetSchema", Handler: h("GetSchema", p.getSchema)},
+			{StreamName: "DoGet", Handler: h("DoGet", p.doGet), ServerStreams: true},
+			{StreamName: "DoPut", Handler: h("DoPut", p.doPut), ServerStreams: true, ClientStreams: true},
+			{StreamName: "DoExchange", Handler: h("DoExchange", p.doExchange), ServerStreams: true, ClientStreams: true},
+			{StreamName: "DoAction", Handler: h("DoAction", p.doAction), ServerStreams: true},
+			{StreamName: "ListActions", Handler: h("ListActions", p.listActions), ServerStreams: true},
+		},
+		Metadata: "Flight.proto",
+	}
+}
+
+func (p *Proxy) handle(method string, ss grpc.ServerStream, fn func(*call) error) error {
+	active := p.metrics.active.WithLabelValues(method)
+	active.Inc()
+	defer active.Dec()
+	c := &call{p: p, ss: ss, method: method}
+	err := p.begin(c)
+	if err == nil {
+		err = fn(c)
+	}
+	code := status.Code(err)
+	p.metrics.calls.WithLabelValues(method, code.String()).Inc()
+	if err != nil && code != codes.Canceled {
+		p.log.Debug("call failed", "method", method, "principal", c.principal, "code", code, "error", err)
+	}
+	return err
+}
+
+// begin identifies the caller and prepares the upstream context.
+func (p *Proxy) begin(c *call) error {
+	ctx := c.ss.Context()
+	in, _ := metadata.FromIncomingContext(ctx)
+	principal, consumed, err := p.identify(ctx, in, c.method)
+	if err != nil {
+		return err
+	}
+	c.principal = principal
+	c.job = principal
+	if v := in.Get(jobHeader); len(v) > 0 && v[0] != "" {
+		c.job = v[0]
+	}
+	c.ctx = metadata.NewOutgoingContext(ctx, forwardable(in, consumed...))
+	return nil
+}
+
+func (c *call) fullMethod() string { return "/" + flightService + "/" + c.method }
+
+// upstreamErr hides errors of the connection to an upstream, whose text
+// names the upstream's address, behind the route's name. Errors the
+// upstream itself returned pass as they are: code, message and details.
+func (c *call) upstreamErr(rt *route, err error) error {
+	if err == nil {
+		return nil
+	}
+	st, _ := status.FromError(err)
+	if st.Code() != codes.Unavailable {
+		return err
+	}
+	if msg := st.Message(); !strings.Contains(msg, "connection") && !strings.Contains(msg, "transport") &&
+		!strings.Contains(msg, "dial") && !strings.Contains(msg, rt.target) {
+		return err // the upstream's own Unavailable (overloaded, draining)
+	}
+	c.p.log.Warn("upstream unavailable", "route", rt.Name, "method", c.method, "error", err)
+	return status.Errorf(codes.Unavailable, "pipemesh: upstream %q unavailable; see the proxy log", rt.Name)
+}
+
+// sendHeader forwards upstream response headers, once.
+func (c *call) sendHeader(md metadata.MD) {
+	if md = forwardable(md); len(md) > 0 {
+		_ = c.ss.SendHeader(md)
+	}
+}
+
+func (c *call) setTrailer(md metadata.MD) {
+	if md = forwardable(md); len(md) > 0 {
+		c.ss.SetTrailer(md)
+	}
+}
+
+// unary forwards one request and its one response.
+func (c *call) unary(conn *grpc.ClientConn, req, resp proto.Message) error {
+	var hdr, trl metadata.MD
+	err := conn.Invoke(c.ctx, c.fullMethod(), req, resp, grpc.Header(&hdr), grpc.Trailer(&trl))
+	c.sendHeader(hdr)
+	c.setTrailer(trl)
+	return err
+}
+
+// relayDown forwards the upstream's messages to the client until the
+// upstream ends the call, then its trailers and status. each, when not nil,
+// sees every frame before it is sent.
+func (c *call) relayDown(cs grpc.ClientStream, each func(*frame), rate *byteRate) error {
+	if md, err := cs.Header(); err == nil {
+		c.sendHeader(md)
+	}
+	var f frame
+	for {
+		err := cs.RecvMsg(&f)
+		if err != nil {
+			c.setTrailer(cs.Trailer())
+			if errors.Is(err, io.EOF) {
+				return nil
+			}
+			return err
+		}
+		if each != nil {
+			each(&f)
+		}
+		if err := rate.wait(c.ss.Context(), f.data.Len()); err != nil {
+			f.free()
+			return status.Error(codes.Canceled, err.Error())
+		}
+		// SendMsg blocks while the client's flow-control window is full:
+		// this is where a slow client slows the upstream.
+		err = c.ss.SendMsg(&f)
+		f.free() // a no-op once gRPC took the buffers
+		if err != nil {
+			return err
+		}
+	}
+}
+
+// relayUp forwards the client's messages, first included, to the upstream
+// until the client half-closes. A client that fails mid-stream cancels the
+// upstream call, so the upstream never takes a cut stream for a whole one.
+func (c *call) relayUp(cs grpc.ClientStream, cancel context.CancelFunc, first *frame, each func(*frame), rate *byteRate) {
+	f := first
+	for {
+		if each != nil {
+			each(f)
+		}
+		if err := rate.wait(c.ss.Context(), f.data.Len()); err != nil {
+			f.free()
+			cancel()
+			return
+		}
+		err := cs.SendMsg(f)
+		f.free()
+		if err != nil {
+			return // the upstream ended the call; relayDown reports how
+		}
+		f = &frame{}
+		if err := c.ss.RecvMsg(f); err != nil {
+			if errors.Is(err, io.EOF) {
+				_ = cs.CloseSend()
+			} else {
+				cancel()
+			}
+			return
+		}
+	}
+}
+
+// finishEdges reports stream observations once both halves of a call are
+// done, whichever ends last.
+type finishEdges struct {
+	p     *Proxy
+	mu    sync.Mutex
+	left  int
+	code  codes.Code
+	edges []*edge
+}
+
+func (f *finishEdges) done(code *codes.Code) {
+	f.mu.Lock()
+	if code != nil {
+		f.code = *code
+	}
+	f.left--
+	last := f.left == 0
+	f.mu.Unlock()
+	if last {
+		for _, e := range f.edges {
+			f.p.report(e, f.code)
+		}
+	}
+}
+
+func (p *Proxy) report(e *edge, code codes.Code) {
+	e.obs.End = time.Now()
+	e.obs.Code = code
+	if e.malformedHeaders > 0 {
+		p.log.Warn("FlightData headers the proxy could not read were passed on uncounted",
+			"dataset", e.obs.Dataset, "method", e.obs.Method, "count", e.malformedHeaders)
+	}
+	if p.cfg.Observer != nil {
+		p.cfg.Observer.ObserveStream(e.obs)
+	}
+}
+
+func (p *Proxy) observeQuery(c *call, cmd command) {
+	if cmd.sql == "" {
+		return
+	}
+	p.log.Info("flight sql", "principal", c.principal, "job", c.job, "method", c.method, "command", cmd.kind, "sql", cmd.sql)
+	if p.cfg.Observer != nil {
+		p.cfg.Observer.ObserveQuery(QueryObservation{Principal: c.principal, Job: c.job, Method: c.method, Command: cmd.kind, SQL: cmd.sql, Time: time.Now()})
+	}
+}
+
+// describeRequest reads the descriptor of a unary call, resolving one the
+// proxy wrapped for PollFlightInfo.
+func (p *Proxy) describeRequest(c *call) (*flight.FlightDescriptor, *route, string, error) {
+	var d flight.FlightDescriptor
+	if err := c.ss.RecvMsg(&d); err != nil {
+		return nil, nil, "", err
+	}
+	if rt, dataset, orig, ok, err := p.unwrapDescriptor(&d); ok {
+		if err != nil {
+			return nil, nil, "", status.Errorf(codes.InvalidArgument, "pipemesh: %v", err)
+		}
+		return orig, rt, dataset, nil
+	}
+	dataset, cmd := describe(&d)
+	p.observeQuery(c, cmd)
+	return &d, p.router.forDataset(dataset), dataset, nil
+}
+
+func (p *Proxy) getFlightInfo(c *call) error {
+	d, rt, dataset, err := p.describeRequest(c)
+	if err != nil {
+		return err
+	}
+	if err := p.authorize(c.principal, OpRead, dataset); err != nil {
+		return err
+	}
+	var fi flight.FlightInfo
+	if err := c.unary(rt.conn, d, &fi); err != nil {
+		return c.upstreamErr(rt, err)
+	}
+	p.rewriteInfo(&fi, rt, dataset)
+	return c.ss.SendMsg(&fi)
+}
+
+func (p *Proxy) pollFlightInfo(c *call) error {
+	d, rt, dataset, err := p.describeRequest(c)
+	if err != nil {
+		return err
+	}
+	if err := p.authorize(c.principal, OpRead, dataset); err != nil {
+		return err
+	}
+	var pi flight.PollInfo
+	if err := c.unary(rt.conn, d, &pi); err != nil {
+		return c.upstreamErr(rt, err)
+	}
+	if pi.Info != nil {
+		p.rewriteInfo(pi.Info, rt, dataset)
+	}
+	if pi.FlightDescriptor != nil {
+		pi.FlightDescriptor = p.wrapDescriptor(pi.FlightDescriptor, rt, dataset)
+	}
+	return c.ss.SendMsg(&pi)
+}
+
+func (p *Proxy) getSchema(c *call) error {
+	d, rt, dataset, err := p.describeRequest(c)
+	if err != nil {
+		return err
+	}
+	if err := p.authorize(c.principal, OpRead, dataset); err != nil {
+		return err
+	}
+	var sr flight.SchemaResult
+	if err := c.unary(rt.conn, d, &sr); err != nil {
+		return c.upstreamErr(rt, err)
+	}
+	return c.ss.SendMsg(&sr)
+}
+
+func (p *Proxy) doGet(c *call) error {
+	var t flight.Ticket
+	if err := c.ss.RecvMsg(&t); err != nil {
+		return err
+	}
+	rt, location, dataset, inner, err := p.resolveTicket(t.GetTicket())
+	if err != nil {
+		return status.Errorf(codes.InvalidArgument, "pipemesh: %v", err)
+	}
+	if err := p.authorize(c.principal, OpRead, dataset); err != nil {
+		return err
+	}
+	release, rate, err := p.shaper.admit(c.principal)
+	if err != nil {
+		return err
+	}
+	defer release()
+	conn, err := p.router.connFor(rt, location)
+	if err != nil {
+		p.log.Warn("cannot dial the location of a ticket", "route", rt.Name, "error", err)
+		return status.Errorf(codes.Unavailable, "pipemesh: cannot reach the endpoint of upstream %q", rt.Name)
+	}
+	cs, err := conn.NewStream(c.ctx, serverStreamDesc, c.fullMethod())
+	if err != nil {
+		return c.upstreamErr(rt, err)
+	}
+	if err := cs.SendMsg(&flight.Ticket{Ticket: inner}); err != nil && !errors.Is(err, io.EOF) {
+		return c.upstreamErr(rt, err)
+	}
+	_ = cs.CloseSend()
+	e := p.metrics.edge(c.principal, c.job, dataset, c.method, Read)
+	if comp := p.compressionFor(dataset); comp != Passthrough {
+		err = c.upstreamErr(rt, c.recompress(cs, comp, e, rate))
+	} else {
+		err = c.upstreamErr(rt, c.relayDown(cs, e.count, rate))
+	}
+	p.report(e, status.Code(err))
+	return err
+}
+
+// doPut and doExchange route by the descriptor in the client's first message.
+func (p *Proxy) doPut(c *call) error      { return p.dataStream(c, false) }
+func (p *Proxy) doExchange(c *call) error { return p.dataStream(c, true) }
+
+func (p *Proxy) dataStream(c *call, exchange bool) error {
+	first := &frame{}
+	if err := c.ss.RecvMsg(first); err != nil {
+		return err
+	}
+	var scratch []byte
+	v, err := parseFlightData(first.data, &scratch)
+	if err != nil {
+		first.free()
+		return status.Errorf(codes.InvalidArgument, "pipemesh: %s: %v", c.method, err)
+	}
+	var d flight.FlightDescriptor
+	if err := proto.Unmarshal(v.descriptor, &d); err != nil {
+		first.free()
+		return status.Errorf(codes.InvalidArgument, "pipemesh: %s: the first message's descriptor: %v", c.method, err)
+	}
+	dataset, cmd := describe(&d)
+	p.observeQuery(c, cmd)
+	rt := p.router.forDataset(dataset)
+	ops := []Operation{OpWrite}
+	if exchange {
+		ops = append(ops, OpRead)
+	}
+	for _, op := range ops {
+		if err := p.authorize(c.principal, op, dataset); err != nil {
+			first.free()
+			return err
+		}
+	}
+	release, rate, err := p.shaper.admit(c.principal)
+	if err != nil {
+		first.free()
+		return err
+	}
+	defer release()
+	ctx, cancel := context.WithCancel(c.ctx)
+	defer cancel()
+	cs, err := rt.conn.NewStream(ctx, bidiDesc, c.fullMethod())
+	if err != nil {
+		first.free()
+		return c.upstreamErr(rt, err)
+	}
+	fin := &finishEdges{p: p, left: 2}
+	up := p.metrics.edge(c.principal, c.job, dataset, c.method, Write)
+	fin.edges = append(fin.edges, up)
+	var down *edge
+	var countDown func(*frame)
+	if exchange {
+		down = p.metrics.edge(c.principal, c.job, dataset, c.method, Read)
+		fin.edges = append(fin.edges, down)
+		countDown = down.count
+	}
+	go func() {
+		c.relayUp(cs, cancel, first, up.count, rate)
+		fin.done(nil)
+	}()
+	err = c.upstreamErr(rt, c.relayDown(cs, countDown, rate))
+	code := status.Code(err)
+	fin.done(&code)
+	return err
+}
+
+// handshake passes through to the default upstream when the proxy does
+// not authenticate; with Identity set the proxy answers it (identity.go).
+func (p *Proxy) handshake(c *call) error {
+	if p.cfg.Identity != nil {
+		return p.handshakeLocal(c)
+	}
+	rt := p.router.defaultRoute()
+	first := &frame{}
+	if err := c.ss.RecvMsg(first); err != nil {
+		if errors.Is(err, io.EOF) {
+			return nil
+		}
+		return err
+	}
+	ctx, cancel := context.WithCancel(c.ctx)
+	defer cancel()
+	cs, err := rt.conn.NewStream(ctx, bidiDesc, c.fullMethod())
+	if err != nil {
+		first.free()
+		return c.upstreamErr(rt, err)
+	}
+	go c.relayUp(cs, cancel, first, nil, nil)
+	return c.upstreamErr(rt, c.relayDown(cs, nil, nil))
+}
+
+// listFlights asks every upstream and merges the answers, rewriting each
+// FlightInfo and leaving out the datasets the caller may not describe.
+func (p *Proxy) listFlights(c *call) error {
+	var crit flight.Criteria
+	if err := c.ss.RecvMsg(&crit); err != nil {
+		return err
+	}
+	single := len(p.router.routes) == 1
+	for _, rt := range p.router.routes {
+		cs, err := rt.conn.NewStream(c.ctx, serverStreamDesc, c.fullMethod())
+		if err != nil {
+			return c.upstreamErr(rt, err)
+		}
+		if err := cs.SendMsg(&crit); err != nil && !errors.Is(err, io.EOF) {
+			return c.upstreamErr(rt, err)
+		}
+		_ = cs.CloseSend()
+		if md, err := cs.Header(); err == nil && single {
+			c.sendHeader(md)
+		}
+		for {
+			var fi flight.FlightInfo
+			err := cs.RecvMsg(&fi)
+			if errors.Is(err, io.EOF) {
+				break
+			}
+			if err != nil {
+				c.setTrailer(cs.Trailer())
+				return c.upstreamErr(rt, err)
+			}
+			dataset, _ := describe(fi.GetFlightDescriptor())
+			// Each upstream lists only what it serves: skip what another
+			// route owns, so a dataset is never listed twice.
+			if fi.GetFlightDescriptor().GetType() == flight.DescriptorPATH && p.router.forDataset(dataset) != rt {
+				continue
+			}
+			if p.cfg.Authorizer.Decide(c.principal, OpDescribe, dataset).Allow == false {
+				continue
+			}
+			p.rewriteInfo(&fi, rt, dataset)
+			if err := c.ss.SendMsg(&fi); err != nil {
+				return err
+			}
+		}
+		if single {
+			c.setTrailer(cs.Trailer())
+		}
+	}
+	return nil
+}
+
+// listActions asks the default upstream, which also receives DoAction.
+func (p *Proxy) listActions(c *call) error {
+	var e flight.Empty
+	if err := c.ss.RecvMsg(&e); err != nil {
+		return err
+	}
+	rt := p.router.defaultRoute()
+	cs, err := rt.conn.NewStream(c.ctx, serverStreamDesc, c.fullMethod())
+	if err != nil {
+		return c.upstreamErr(rt, err)
+	}
+	if err := cs.SendMsg(&e); err != nil && !errors.Is(err, io.EOF) {
+		return c.upstreamErr(rt, err)
+	}
+	_ = cs.CloseSend()
+	return c.upstreamErr(rt, c.relayDown(cs, nil, nil))
+}
+
+// doAction forwards an action to the default upstream. The two actions
+// that carry the proxy's tickets (CancelFlightInfo, RenewFlightEndpoint)
+// go to the upstream that issued them, with its own tickets.
+func (p *Proxy) doAction(c *call) error {
+	var a flight.Action
+	if err := c.ss.RecvMsg(&a); err != nil {
+		return err
+	}
+	rt := p.router.defaultRoute()
+	var renewed *renewState
+	switch a.GetType() {
+	case flight.CancelFlightInfoActionType, flight.RenewFlightEndpointActionType:
+		var err error
+		if rt, renewed, err = p.unwrapActionTickets(&a); err != nil {
+			return err
+		}
+	default:
+		p.observeQuery(c, parseCommand(a.GetBody()))
+	}
+	cs, err := rt.conn.NewStream(c.ctx, serverStreamDesc, c.fullMethod())
+	if err != nil {
+		return c.upstreamErr(rt, err)
+	}
+	if err := cs.SendMsg(&a); err != nil && !errors.Is(err, io.EOF) {
+		return c.upstreamErr(rt, err)
+	}
+	_ = cs.CloseSend()
+	if renewed == nil {
+		return c.upstreamErr(rt, c.relayDown(cs, nil, nil))
+	}
+	// RenewFlightEndpoint answers with the endpoint: rewrite it like a
+	// FlightInfo's.
+	if md, err := cs.Header(); err == nil {
+		c.sendHeader(md)
+	}
+	for {
+		var r flight.Result
+		err := cs.RecvMsg(&r)
+		if err != nil {
+			c.setTrailer(cs.Trailer())
+			if errors.Is(err, io.EOF) {
+				return nil
+			}
+			return c.upstreamErr(rt, err)
+		}
+		var ep flight.FlightEndpoint
+		if proto.Unmarshal(r.Body, &ep) == nil {
+			p.rewriteEndpoint(&ep, rt, renewed.dataset)
+			if b, err := proto.Marshal(&ep); err == nil {
+				r.Body = b
+			}
+		}
+		if err := c.ss.SendMsg(&r); err != nil {
+			return err
+		}
+	}
+}
+
+type renewState struct{ dataset string }
+
+// unwrapActionTickets puts the upstream's own tickets back into a
+// CancelFlightInfo or RenewFlightEndpoint body and returns its route.
+func (p *Proxy) unwrapActionTickets(a *flight.Action) (*route, *renewState, error) {
+	bad := func(err error) error {
+		return status.Errorf(codes.InvalidArgument, "pipemesh: %s: %v", a.GetType(), err)
+	}
+	unwrapEp := func(ep *flight.FlightEndpoint) (*route, string, error) {
+		rt, location, dataset, inner, err := p.resolveTicket(ep.GetTicket().GetTicket())
+		if err != nil {
+			return nil, "", err
+		}
+		ep.Ticket = &flight.Ticket{Ticket: inner}
+		ep.Location = nil
+		if location != "" {
+			ep.Location = []*flight.Location{{Uri: location}}
+		}
+		return rt, dataset, nil
+	}
+	if a.GetType() == flight.RenewFlightEndpointActionType {
+		var req flight.RenewFlightEndpointRequest
+		if err := proto.Unmarshal(a.Body, &req); err != nil {
+			return nil, nil, bad(err)
+		}
+		rt, dataset, err := unwrapEp(req.GetEndpoint())
+		if err != nil {
+			return nil, nil, bad(err)
+		}
+		b, _ := proto.Marshal(&req)
+		a.Body = b
+		return rt, &renewState{dataset: dataset}, nil
+	}
+	var req flight.CancelFlightInfoRequest
+	if err := proto.Unmarshal(a.Body, &req); err != nil {
+		return nil, nil, bad(err)
+	}
+	rt := p.router.defaultRoute()
+	for i, ep := range req.GetInfo().GetEndpoint() {
+		r, _, err := unwrapEp(ep)
+		if err != nil {
+			return nil, nil, bad(err)
+		}
+		if i == 0 {
+			rt = r
+		}
+	}
+	b, _ := proto.Marshal(&req)
+	a.Body = b
+	return rt, nil, nil
+}

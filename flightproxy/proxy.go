@@ -1,0 +1,264 @@
+// Package flightproxy is pipemesh's Arrow Flight data plane: a gRPC Flight
+// service that forwards every call to upstream Flight services, frame by
+// frame, and on the way identifies the caller, authorizes the dataset,
+// rewrites FlightInfo locations so clients come back through it, and counts
+// bytes, batches and rows from IPC message headers.
+//
+// FlightData streams are never re-encoded: the proxy's gRPC codec hands the
+// received buffers to the other side as they are (see codec.go), and reads
+// only the data_header flatbuffer of each message. Backpressure is gRPC's
+// own flow control: one message is in the proxy per stream direction at a
+// time, so a slow reader slows its writer, end to end.
+package flightproxy
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/connectivity"
+	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/experimental"
+)
+
+// flightService is the gRPC service of Flight.proto.
+const flightService = "arrow.flight.protocol.FlightService"
+
+// Defaults of Config.
+const (
+	DefaultMaxMessageBytes = 256 << 20
+	DefaultStreamWindow    = 4 << 20
+	DefaultConnWindow      = 16 << 20
+)
+
+// Config configures a Proxy.
+type Config struct {
+	// Listen is the host:port Flight clients connect to.
+	Listen string
+	// Upstreams are the Flight services behind the proxy; exactly one has no
+	// PathPrefix and is the default route.
+	Upstreams []Upstream
+	// Advertise is the location put in rewritten FlightInfo endpoints.
+	// Default: grpc://<the listen address> (grpc+tls:// with TLS).
+	Advertise string
+	// MaxMessageBytes is the largest gRPC message accepted or sent, either
+	// side. Default DefaultMaxMessageBytes.
+	MaxMessageBytes int
+	// StreamWindow and ConnWindow are the HTTP/2 flow-control windows (per
+	// stream and per connection) on both sides. Larger windows carry large
+	// batches at full speed; they also bound what is in flight per stream.
+	StreamWindow int32
+	ConnWindow   int32
+	// TicketKey signs the tickets the proxy issues. Replicas behind one
+	// address need the same key; default: a random key per process.
+	TicketKey []byte
+	// TLS, when set, serves clients over TLS; with ClientAuth requiring
+	// verified certificates and Identity set, the certificate's common name
+	// is the principal (mTLS).
+	TLS *tls.Config
+	// Identity resolves callers to principals. Default: every caller is
+	// User:ANONYMOUS and Handshake passes through to the default upstream.
+	Identity *Identity
+	// Authorizer decides access to datasets. Default: allow everything.
+	Authorizer Authorizer
+	// Compression re-encodes DoGet streams of the datasets it names with
+	// LZ4_FRAME or ZSTD body compression toward the client. Default: every
+	// stream passes as it is.
+	Compression CompressionRules
+	// Quotas caps each principal's data streams and byte rate. Optional.
+	Quotas Quotas
+	// Observer receives stream and query observations (lineage). Optional.
+	Observer Observer
+	// Logger receives logs. Default slog.Default().
+	Logger *slog.Logger
+	// Registerer receives the pipemesh_flight_* metrics. Default: a private
+	// registry.
+	Registerer prometheus.Registerer
+}
+
+func (c *Config) setDefaults() error {
+	if c.Listen == "" {
+		return errors.New("flightproxy: no listen address; set --flight-listen HOST:PORT")
+	}
+	if c.MaxMessageBytes <= 0 {
+		c.MaxMessageBytes = DefaultMaxMessageBytes
+	}
+	if c.StreamWindow <= 0 {
+		c.StreamWindow = DefaultStreamWindow
+	}
+	if c.ConnWindow <= 0 {
+		c.ConnWindow = DefaultConnWindow
+	}
+	if len(c.TicketKey) == 0 {
+		c.TicketKey = make([]byte, 32)
+		_, _ = rand.Read(c.TicketKey)
+	}
+	if c.Logger == nil {
+		c.Logger = slog.Default()
+	}
+	if c.Registerer == nil {
+		c.Registerer = prometheus.NewRegistry()
+	}
+	if c.Authorizer == nil {
+		c.Authorizer = AllowAll{}
+	}
+	return nil
+}
+
+// Proxy is a running Flight proxy.
+type Proxy struct {
+	cfg       Config
+	log       *slog.Logger
+	router    *router
+	metrics   *metrics
+	ticketKey []byte
+	tickets   *ticketSealer
+	shaper    *shaper
+	advertise string
+	ln        net.Listener
+	server    *grpc.Server
+	closeOnce sync.Once
+}
+
+// New validates cfg, registers metrics and prepares the upstream
+// connections (dialled lazily by gRPC, so an upstream that is down now
+// does not stop the proxy from starting).
+func New(cfg Config) (*Proxy, error) {
+	if err := cfg.setDefaults(); err != nil {
+		return nil, err
+	}
+	m, err := newMetrics(cfg.Registerer)
+	if err != nil {
+		return nil, fmt.Errorf("flightproxy: metrics: %w", err)
+	}
+	pool := newBufferPool()
+	dialOpts := []grpc.DialOption{
+		experimental.WithBufferPool(pool),
+		grpc.WithDefaultCallOptions(
+			grpc.ForceCodecV2(codec{}),
+			grpc.MaxCallRecvMsgSize(cfg.MaxMessageBytes),
+			grpc.MaxCallSendMsgSize(cfg.MaxMessageBytes),
+		),
+		grpc.WithInitialWindowSize(cfg.StreamWindow),
+		grpc.WithInitialConnWindowSize(cfg.ConnWindow),
+		grpc.WithWriteBufferSize(256 << 10),
+		grpc.WithReadBufferSize(256 << 10),
+	}
+	r, err := newRouter(cfg.Upstreams, dialOpts)
+	if err != nil {
+		return nil, err
+	}
+	ts, err := newTicketSealer(cfg.TicketKey)
+	if err != nil {
+		r.close()
+		return nil, fmt.Errorf("flightproxy: ticket key: %w", err)
+	}
+	p := &Proxy{cfg: cfg, log: cfg.Logger.With("component", "flight-proxy"), router: r, metrics: m, ticketKey: cfg.TicketKey, tickets: ts, shaper: newShaper(cfg.Quotas)}
+	serverOpts := []grpc.ServerOption{
+		grpc.ForceServerCodecV2(codec{}),
+		experimental.BufferPool(pool),
+		grpc.MaxRecvMsgSize(cfg.MaxMessageBytes),
+		grpc.MaxSendMsgSize(cfg.MaxMessageBytes),
+		grpc.InitialWindowSize(cfg.StreamWindow),
+		grpc.InitialConnWindowSize(cfg.ConnWindow),
+		grpc.WriteBufferSize(256 << 10),
+		grpc.ReadBufferSize(256 << 10),
+	}
+	if cfg.TLS != nil {
+		serverOpts = append(serverOpts, grpc.Creds(credentials.NewTLS(cfg.TLS)))
+	}
+	p.server = grpc.NewServer(serverOpts...)
+	p.server.RegisterService(p.serviceDesc(), p)
+	return p, nil
+}
+
+func (p *Proxy) compressionFor(dataset string) Compression {
+	if p.cfg.Compression == nil || dataset == "" {
+		return Passthrough
+	}
+	return p.cfg.Compression.FlightCompression(dataset)
+}
+
+// Listen binds the listen address; Serve calls it if it was not called.
+func (p *Proxy) Listen() error {
+	if p.ln != nil {
+		return nil
+	}
+	ln, err := net.Listen("tcp", p.cfg.Listen)
+	if err != nil {
+		return fmt.Errorf("flightproxy: listen on %s: %w", p.cfg.Listen, err)
+	}
+	p.ln = ln
+	if tcp, ok := ln.Addr().(*net.TCPAddr); ok && tcp.IP.IsUnspecified() && p.cfg.Advertise == "" {
+		p.log.Warn("the Flight proxy listens on all interfaces but advertises " + ln.Addr().String() +
+			" in FlightInfo endpoints, which clients cannot dial; set --flight-advertise grpc://NAME:PORT to the name clients reach it by")
+	}
+	p.advertise = p.cfg.Advertise
+	if p.advertise == "" {
+		p.advertise = "grpc://" + ln.Addr().String()
+		if p.cfg.TLS != nil {
+			p.advertise = "grpc+tls://" + ln.Addr().String()
+		}
+	}
+	return nil
+}
+
+// Addr is the address the proxy listens on.
+func (p *Proxy) Addr() string { return p.ln.Addr().String() }
+
+// Location is the location the proxy advertises in FlightInfo endpoints.
+func (p *Proxy) Location() string { return p.advertise }
+
+// Ready reports whether the proxy listens and every configured upstream
+// is reachable: an upstream whose connection is failing (dial errors,
+// refused) makes the proxy unready, with its name, so an orchestrator
+// routes clients elsewhere. Connections not yet used are dialled here.
+func (p *Proxy) Ready() (bool, string) {
+	if p.ln == nil {
+		return false, "flight proxy not listening yet"
+	}
+	for _, rt := range p.router.routes {
+		switch rt.conn.GetState() {
+		case connectivity.Idle:
+			rt.conn.Connect()
+		case connectivity.TransientFailure:
+			return false, fmt.Sprintf("flight upstream %q (%s) unreachable", rt.Name, rt.Target)
+		}
+	}
+	return true, ""
+}
+
+// Serve serves Flight clients until ctx ends, then stops gracefully: calls
+// in progress may finish for up to 10 seconds, then are cancelled.
+func (p *Proxy) Serve(ctx context.Context) error {
+	if err := p.Listen(); err != nil {
+		return err
+	}
+	defer p.router.close()
+	stopped := make(chan struct{})
+	stop := context.AfterFunc(ctx, func() {
+		defer close(stopped)
+		t := time.AfterFunc(10*time.Second, p.server.Stop)
+		defer t.Stop()
+		p.server.GracefulStop()
+	})
+	p.log.Info("serving Arrow Flight", "listen", p.Addr(), "advertise", p.advertise, "upstreams", len(p.cfg.Upstreams))
+	err := p.server.Serve(p.ln)
+	if stop() {
+		// Serve ended on its own (listener failure): nothing to wait for.
+		close(stopped)
+	}
+	<-stopped
+	if err != nil && !errors.Is(err, grpc.ErrServerStopped) {
+		return fmt.Errorf("flightproxy: %w", err)
+	}
+	return nil
+}

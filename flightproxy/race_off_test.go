@@ -1,0 +1,5 @@
+//go:build !race
+
+package flightproxy
+
+const raceEnabled = false
