@@ -52,6 +52,9 @@ type Config struct {
 	Logger *slog.Logger
 	// Registerer receives the proxy's metrics. Default: a private registry.
 	Registerer prometheus.Registerer
+	// Telemetry configures the observe stage: throughput metrics per
+	// topic and client, request durations, and lineage.
+	Telemetry TelemetryConfig
 	// WrapClientConn, when set, wraps every accepted client connection
 	// (tests use it to capture what clients receive).
 	WrapClientConn func(net.Conn) net.Conn

@@ -20,6 +20,7 @@ type Proxy struct {
 	cfg     Config
 	log     *slog.Logger
 	m       *metrics
+	tel     *telemetry // nil when telemetry is disabled
 	topics  *TopicIDs
 	brokers *brokerMap
 
@@ -59,6 +60,9 @@ func New(cfg Config) (*Proxy, error) {
 		refresh: make(chan chan error),
 	}
 	p.brokers = newBrokerMap(p)
+	if p.tel, err = newTelemetry(cfg.Telemetry, cfg.Registerer, p.topics, p.log); err != nil {
+		return nil, fmt.Errorf("kafkaproxy: registering telemetry metrics: %w", err)
+	}
 	return p, nil
 }
 
@@ -118,7 +122,8 @@ func (p *Proxy) Serve(ctx context.Context) error {
 
 	p.log.Info("kafka proxy listening", "bootstrap", p.Addr(), "upstream", p.cfg.Upstreams,
 		"advertise_host", p.cfg.AdvertiseHost, "broker_port_base", p.cfg.BrokerPortBase)
-	p.wg.Add(2)
+	p.wg.Add(3)
+	go func() { defer p.wg.Done(); p.tel.run(p.ctx) }()
 	go func() { defer p.wg.Done(); p.acceptLoop(p.bootstrap, bootstrapNode) }()
 	go func() { defer p.wg.Done(); p.metadataLoop() }()
 
@@ -131,6 +136,7 @@ func (p *Proxy) Serve(ctx context.Context) error {
 	}
 	p.connMu.Unlock()
 	p.wg.Wait()
+	p.tel.flush(time.Now()) // what the last connections counted
 	p.log.Info("kafka proxy stopped")
 	return nil
 }

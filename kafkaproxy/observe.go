@@ -1,0 +1,595 @@
+package kafkaproxy
+
+import (
+	"bytes"
+	"context"
+	"io"
+	"net"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/twmb/franz-go/pkg/kmsg"
+
+	"github.com/pipemesh/pipemesh/lineage"
+	"github.com/pipemesh/pipemesh/protocol"
+)
+
+// The observe stage counts what flows: bytes, records and batches per edge
+// (principal, client id, client software, topic, direction, group), read
+// from record batch headers without decompressing. Counters live in memory;
+// each connection caches pointers to its edges so the hot path is a map
+// lookup by topic bytes and a few atomic adds, with no allocation in steady
+// state. A flush on a tick turns the counters into Prometheus metrics and
+// lineage observations.
+//
+// Large frames stream through cut-through (streamHeadBytes): to count them
+// the observe stage tees the streamed rest into a pooled buffer as it is
+// forwarded, chunk by chunk, and walks the whole frame once its last byte has
+// gone out. Forwarding never waits for the walk, so latency is unchanged; the
+// cost is that those bytes pass through user space instead of being spliced.
+
+// Direction labels.
+const (
+	dirProduce = "produce"
+	dirConsume = "consume"
+)
+
+// edgeKey is what an edge is keyed by on the hot path.
+type edgeKey struct {
+	principal, clientID, software, host string
+	topic, group                        string
+	consume                             bool
+}
+
+// edgeCounters are one edge's running totals. The data path adds; the
+// flusher reads and remembers what it has sent.
+type edgeCounters struct {
+	key                                       edgeKey
+	bytes, records, batches, requests, errors atomic.Int64
+
+	// flusher only
+	sent [5]int64
+	prom *edgeSeries
+}
+
+// identity is who is on a connection as the observe stage keys it. It is
+// replaced, never changed, when the client id or software changes, so the
+// response side can read it with one atomic load.
+type identity struct {
+	principal, clientID, software, host string
+}
+
+// edgeCache is one goroutine's map from topic to edge counters.
+type edgeCache struct {
+	ident  *identity
+	gen    uint64
+	byName map[string]*edgeCounters
+	byID   map[[16]byte]*edgeCounters
+}
+
+func (ec *edgeCache) reset(id *identity, gen uint64) {
+	ec.ident, ec.gen = id, gen
+	clear(ec.byName)
+	clear(ec.byID)
+}
+
+// connObs is a connection's observe stage. The request goroutine owns the
+// req* fields and the response goroutine the resp* fields.
+type connObs struct {
+	t     *telemetry
+	c     *conn
+	ident atomic.Pointer[identity]
+
+	reqCache edgeCache
+	reqTee   frameTee
+	reqHdr   struct {
+		key, version int16
+	}
+	reqSoftware string
+
+	respCache    edgeCache // consume edges
+	respErrCache edgeCache // produce edges, for produce errors
+	respTee      frameTee
+
+	// walk accumulators, one topic at a time
+	cur     *edgeCounters
+	curName []byte
+	curID   [16]byte
+	acc     protocol.BatchStats
+	accErrs int64
+	walkErr bool
+}
+
+func (t *telemetry) newConn(c *conn) *connObs {
+	if t == nil {
+		return nil
+	}
+	host := ""
+	if a, ok := c.client.RemoteAddr().(*net.TCPAddr); ok {
+		host = a.IP.String()
+	} else if h, _, err := net.SplitHostPort(c.client.RemoteAddr().String()); err == nil {
+		host = h
+	}
+	o := &connObs{t: t, c: c}
+	for _, ec := range []*edgeCache{&o.reqCache, &o.respCache, &o.respErrCache} {
+		ec.byName = make(map[string]*edgeCounters)
+		ec.byID = make(map[[16]byte]*edgeCounters)
+	}
+	o.ident.Store(&identity{principal: c.principal(), host: host})
+	return o
+}
+
+// now is the start time recorded with a pending request, for the duration
+// histograms; zero when telemetry is off.
+func (o *connObs) now() time.Time {
+	if o == nil {
+		return time.Time{}
+	}
+	return time.Now()
+}
+
+// request observes a client request whose header is hdr and whose head (the
+// whole body when rest is 0) is frame. For a streamed Produce it starts the
+// tee that reqTo hands to CopyRest.
+func (o *connObs) request(hdr protocol.RequestHeader, frame []byte, rest int) {
+	if o == nil || hdr.BodyOffset < 0 {
+		return
+	}
+	id := o.ident.Load()
+	if len(hdr.ClientID) > 0 && string(hdr.ClientID) != id.clientID {
+		o.setIdentity(string(hdr.ClientID), id.software)
+		id = o.ident.Load()
+	}
+	body := frame[hdr.BodyOffset:]
+	switch hdr.Key {
+	case protocol.ProduceKey:
+		if hdr.Version < 3 {
+			return
+		}
+		if rest > 0 {
+			o.reqHdr.key, o.reqHdr.version = hdr.Key, hdr.Version
+			o.reqTee.start(body, rest)
+			return
+		}
+		o.walkProduce(hdr.Version, body)
+	case protocol.ApiVersionsKey:
+		if hdr.Version >= 3 {
+			o.observeSoftware(hdr.Version, body, id)
+		}
+	case joinGroupKey, syncGroupKey, heartbeatKey, offsetCommitKey, leaveGroupKey, consumerGroupHeartbeatKey:
+		o.observeGroup(hdr.Key, hdr.Version, body, id)
+	}
+}
+
+// reqTo is where the streamed rest of the current request goes: through the
+// tee when the request is being observed.
+func (o *connObs) reqTo(w io.Writer) io.Writer {
+	if o == nil || !o.reqTee.active() {
+		return w
+	}
+	o.reqTee.dst = w
+	return &o.reqTee
+}
+
+// requestDone walks a streamed request once all of it has gone upstream.
+func (o *connObs) requestDone() {
+	if o == nil || !o.reqTee.active() {
+		return
+	}
+	if body, ok := o.reqTee.finish(); ok {
+		o.walkProduce(o.reqHdr.version, body)
+	}
+	o.reqTee.release()
+}
+
+func (o *connObs) setIdentity(clientID, software string) {
+	cur := o.ident.Load()
+	o.ident.Store(&identity{principal: cur.principal, clientID: clientID, software: software, host: cur.host})
+}
+
+func (o *connObs) observeSoftware(version int16, body []byte, id *identity) {
+	req := kmsg.NewPtrApiVersionsRequest()
+	req.Version = version
+	if err := req.ReadFrom(body); err != nil {
+		o.t.m.observeErrors.Inc()
+		return
+	}
+	sw := req.ClientSoftwareName
+	if req.ClientSoftwareVersion != "" {
+		sw += "/" + req.ClientSoftwareVersion
+	}
+	if len(sw) > 128 {
+		sw = sw[:128]
+	}
+	if sw != id.software {
+		o.setIdentity(id.clientID, sw)
+	}
+}
+
+// edge returns the counters for topic (name or id) in dir, from the cache
+// or, on a miss, from the proxy-wide table.
+func (o *connObs) edge(ec *edgeCache, topic []byte, topicID [16]byte, consume bool) *edgeCounters {
+	id := o.ident.Load()
+	gen := uint64(0)
+	if consume {
+		gen = o.t.groups.gen.Load()
+	}
+	if ec.ident != id || ec.gen != gen {
+		ec.reset(id, gen)
+	}
+	if topic == nil {
+		if e := ec.byID[topicID]; e != nil {
+			return e
+		}
+	} else if e := ec.byName[string(topic)]; e != nil {
+		return e
+	}
+	name := string(topic)
+	if topic == nil {
+		n, ok := o.t.topics.Name(topicID)
+		if !ok {
+			ctx, cancel := context.WithTimeout(o.c.p.ctx, time.Second)
+			n, _ = o.c.p.TopicName(ctx, topicID)
+			cancel()
+		}
+		if n == "" {
+			return nil // unknown id: not counted (counted in observe errors)
+		}
+		name = n
+	}
+	k := edgeKey{principal: id.principal, clientID: id.clientID, software: id.software, host: id.host, topic: name, consume: consume}
+	if consume {
+		k.group = o.t.groups.lookup(memberKey{id.principal, id.clientID, id.host}, name)
+	}
+	e := o.t.edge(k)
+	if topic == nil {
+		ec.byID[topicID] = e
+	} else {
+		ec.byName[name] = e
+	}
+	return e
+}
+
+// walkProduce counts a whole Produce request body.
+func (o *connObs) walkProduce(version int16, body []byte) {
+	o.begin()
+	err := protocol.WalkProduceRequest(version, body, o.producePartition)
+	o.end(err)
+}
+
+func (o *connObs) producePartition(pd protocol.PartitionData) {
+	o.partition(&o.reqCache, pd, false)
+}
+
+func (o *connObs) fetchPartition(pd protocol.PartitionData) {
+	o.partition(&o.respCache, pd, true)
+}
+
+func (o *connObs) begin() {
+	o.cur, o.curName, o.acc, o.accErrs, o.walkErr = nil, nil, protocol.BatchStats{}, 0, false
+}
+
+// partition adds one partition to the current topic's accumulator; a new
+// topic first flushes the last one, so counters are added once per topic per
+// request.
+func (o *connObs) partition(ec *edgeCache, pd protocol.PartitionData, consume bool) {
+	if o.cur == nil || !bytes.Equal(pd.Topic, o.curName) || (pd.Topic == nil && pd.TopicID != o.curID) {
+		o.flushTopic()
+		o.cur = o.edge(ec, pd.Topic, pd.TopicID, consume)
+		o.curName, o.curID = pd.Topic, pd.TopicID
+		if o.cur == nil {
+			o.walkErr = true
+		}
+	}
+	s, err := protocol.CountBatches(pd.Records)
+	if err != nil {
+		o.walkErr = true
+	}
+	o.acc.Batches += s.Batches
+	o.acc.Records += s.Records
+	o.acc.Bytes += s.Bytes
+	if pd.ErrorCode != 0 {
+		o.accErrs++
+		o.t.countError(protocol.FetchKey, pd.ErrorCode)
+	}
+}
+
+func (o *connObs) flushTopic() {
+	if e := o.cur; e != nil {
+		e.requests.Add(1)
+		if o.acc.Bytes != 0 {
+			e.bytes.Add(o.acc.Bytes)
+			e.records.Add(o.acc.Records)
+			e.batches.Add(int64(o.acc.Batches))
+		}
+		if o.accErrs != 0 {
+			e.errors.Add(o.accErrs)
+		}
+	}
+	o.cur, o.acc, o.accErrs = nil, protocol.BatchStats{}, 0
+}
+
+func (o *connObs) end(err error) {
+	o.flushTopic()
+	if err != nil || o.walkErr {
+		o.t.m.observeErrors.Inc()
+	}
+}
+
+// response observes a broker response before it is forwarded. For a
+// streamed Fetch it starts the tee that respTo hands to CopyRest.
+func (o *connObs) response(p pending, body []byte, rest int) {
+	if o == nil {
+		return
+	}
+	o.t.observeDuration(p.key, scopeUpstream, p.start)
+	if len(body) < responseHeaderBytes(p) {
+		return
+	}
+	switch p.key {
+	case protocol.FetchKey:
+		if p.version < 4 {
+			return
+		}
+		body = body[responseHeaderBytes(p):]
+		if rest > 0 {
+			o.respTee.start(body, rest)
+			return
+		}
+		o.walkFetch(p.version, body)
+	case protocol.ProduceKey:
+		if p.version < 3 || rest > 0 {
+			return // produce responses are small; a huge one is not read
+		}
+		o.walkProduceResponse(p.version, body[responseHeaderBytes(p):])
+	}
+}
+
+// respTo is where the streamed rest of the current response goes.
+func (o *connObs) respTo(w io.Writer) io.Writer {
+	if o == nil || !o.respTee.active() {
+		return w
+	}
+	o.respTee.dst = w
+	return &o.respTee
+}
+
+// responseDone finishes observing a response that has been written out.
+func (o *connObs) responseDone(p pending) {
+	if o == nil {
+		return
+	}
+	if o.respTee.active() {
+		if body, ok := o.respTee.finish(); ok {
+			o.walkFetch(p.version, body)
+		}
+		o.respTee.release()
+	}
+	o.t.observeDuration(p.key, scopeTotal, p.start)
+}
+
+func (o *connObs) walkFetch(version int16, body []byte) {
+	o.begin()
+	_, err := protocol.WalkFetchResponse(version, body, o.fetchPartition)
+	o.end(err)
+}
+
+func (o *connObs) walkProduceResponse(version int16, body []byte) {
+	err := walkProduceErrors(version, body, o.produceError)
+	if err != nil {
+		o.t.m.observeErrors.Inc()
+	}
+}
+
+func (o *connObs) produceError(topic []byte, id [16]byte, code int16) {
+	o.t.countError(protocol.ProduceKey, code)
+	if e := o.edge(&o.respErrCache, topic, id, false); e != nil {
+		e.errors.Add(1)
+	}
+}
+
+// responseHeaderBytes is the size of the response header before the body:
+// the correlation id, and a tagged-field count in flexible versions (Produce
+// v9+, Fetch v12+). The observed APIs never carry header tags in practice;
+// a header with some is walked as part of the body and fails the walk,
+// which is counted, not fatal.
+func responseHeaderBytes(p pending) int {
+	switch {
+	case p.key == protocol.ProduceKey && p.version >= 9,
+		p.key == protocol.FetchKey && p.version >= 12:
+		return 5
+	}
+	return 4
+}
+
+// API keys of the coordinator requests that join consumers to groups.
+const (
+	offsetCommitKey           = 8
+	joinGroupKey              = 11
+	heartbeatKey              = 12
+	leaveGroupKey             = 13
+	syncGroupKey              = 14
+	consumerGroupHeartbeatKey = 68
+)
+
+// observeGroup records group membership from a coordinator request. These
+// come a few times per member every few seconds, so decoding them with kmsg
+// (which allocates) is fine.
+func (o *connObs) observeGroup(key, version int16, body []byte, id *identity) {
+	req := kmsg.RequestForKey(key)
+	if req == nil {
+		return
+	}
+	req.SetVersion(version)
+	if err := req.ReadFrom(body); err != nil {
+		o.t.m.observeErrors.Inc()
+		return
+	}
+	k := memberKey{id.principal, id.clientID, id.host}
+	now := time.Now()
+	switch r := req.(type) {
+	case *kmsg.JoinGroupRequest:
+		var topics []string
+		if r.ProtocolType == "consumer" {
+			for _, p := range r.Protocols {
+				var meta kmsg.ConsumerMemberMetadata
+				if err := meta.ReadFrom(p.Metadata); err == nil {
+					topics = append(topics, meta.Topics...)
+				}
+			}
+		}
+		o.t.groups.seen(k, r.Group, r.MemberID, topics, now)
+	case *kmsg.SyncGroupRequest:
+		o.t.groups.seen(k, r.Group, r.MemberID, nil, now)
+	case *kmsg.HeartbeatRequest:
+		o.t.groups.seen(k, r.Group, r.MemberID, nil, now)
+	case *kmsg.OffsetCommitRequest:
+		topics := make([]string, 0, len(r.Topics))
+		for _, t := range r.Topics {
+			if t.Topic != "" {
+				topics = append(topics, t.Topic)
+			} else if n, ok := o.t.topics.Name(t.TopicID); ok {
+				topics = append(topics, n)
+			}
+		}
+		o.t.groups.seen(k, r.Group, r.MemberID, topics, now)
+	case *kmsg.ConsumerGroupHeartbeatRequest:
+		if r.MemberEpoch < 0 {
+			o.t.groups.left(k, r.Group) // -1 leaves, -2 leaves a static member
+			return
+		}
+		o.t.groups.seen(k, r.Group, r.MemberID, r.SubscribedTopicNames, now)
+	case *kmsg.LeaveGroupRequest:
+		o.t.groups.left(k, r.Group)
+	}
+}
+
+// frameTee forwards the streamed rest of a frame to dst while keeping a copy
+// behind the head, so the whole frame can be walked once it is through. It
+// implements io.ReaderFrom, so CopyRest's io.Copy reads straight into the
+// frame buffer: one copy into user space, none extra.
+type frameTee struct {
+	dst  io.Writer
+	buf  *[]byte
+	n    int
+	want int
+}
+
+func (t *frameTee) active() bool { return t.buf != nil }
+
+func (t *frameTee) start(head []byte, rest int) {
+	t.want = len(head) + rest
+	t.buf = getFrameBuf(t.want)
+	t.n = copy((*t.buf)[:t.want], head)
+}
+
+// Write takes the part of the rest that was already buffered.
+func (t *frameTee) Write(b []byte) (int, error) {
+	t.n += copy((*t.buf)[t.n:t.want], b)
+	return t.dst.Write(b)
+}
+
+// ReadFrom reads the rest into the frame buffer in chunks, forwarding each
+// chunk as soon as it arrives.
+func (t *frameTee) ReadFrom(r io.Reader) (int64, error) {
+	var total int64
+	for {
+		end := min(t.n+teeChunkBytes, t.want)
+		if end == t.n {
+			// The buffer is full; anything more is not this frame's.
+			var one [1]byte
+			if k, _ := r.Read(one[:]); k > 0 {
+				return total, io.ErrShortBuffer
+			}
+			return total, nil
+		}
+		k, err := r.Read((*t.buf)[t.n:end])
+		if k > 0 {
+			if _, werr := t.dst.Write((*t.buf)[t.n : t.n+k]); werr != nil {
+				return total, werr
+			}
+			t.n += k
+			total += int64(k)
+		}
+		if err == io.EOF {
+			return total, nil
+		}
+		if err != nil {
+			return total, err
+		}
+	}
+}
+
+// finish returns the whole frame body when all of it came through.
+func (t *frameTee) finish() ([]byte, bool) {
+	return (*t.buf)[:t.n], t.n == t.want
+}
+
+func (t *frameTee) release() {
+	putFrameBuf(t.buf)
+	t.buf, t.dst, t.n, t.want = nil, nil, 0, 0
+}
+
+// teeChunkBytes is the most a tee reads before forwarding: small enough
+// that the broker or client sees bytes as soon as they arrive.
+const teeChunkBytes = 256 << 10
+
+// frameBufs pools tee buffers by power-of-two size class.
+var frameBufs [32]sync.Pool
+
+func sizeClass(n int) int {
+	c := 0
+	for 1<<c < n {
+		c++
+	}
+	return c
+}
+
+func getFrameBuf(n int) *[]byte {
+	c := sizeClass(n)
+	if v := frameBufs[c].Get(); v != nil {
+		return v.(*[]byte)
+	}
+	b := make([]byte, 1<<c)
+	return &b
+}
+
+func putFrameBuf(b *[]byte) {
+	if b != nil {
+		frameBufs[sizeClass(cap(*b))].Put(b)
+	}
+}
+
+var _ io.ReaderFrom = (*frameTee)(nil)
+
+// edgeObservation turns an edge's deltas into a lineage observation.
+func edgeObservation(k edgeKey, d [5]int64, at time.Time) lineage.Observation {
+	app := lineage.NodeRef{Type: lineage.Application, Name: appName(k.principal, k.clientID)}
+	topic := lineage.NodeRef{Type: lineage.Topic, Name: k.topic}
+	o := lineage.Observation{
+		Bytes: d[0], Records: d[1], Batches: d[2], Requests: d[3], Errors: d[4], At: at,
+		Client: lineage.Client{Principal: k.principal, ClientID: k.clientID, Software: k.software, Host: k.host},
+	}
+	switch {
+	case !k.consume:
+		o.From, o.To, o.Type = app, topic, lineage.Produces
+	case k.group != "":
+		o.From, o.To, o.Type = topic, lineage.NodeRef{Type: lineage.Group, Name: k.group}, lineage.Consumes
+	default:
+		o.From, o.To, o.Type = topic, app, lineage.Consumes
+	}
+	return o
+}
+
+// appName names an application node: its client id, qualified by its
+// principal once clients authenticate.
+func appName(principal, clientID string) string {
+	if clientID == "" {
+		clientID = "(no client id)"
+	}
+	if principal == "" || principal == anonymous {
+		return clientID
+	}
+	return principal + "/" + clientID
+}
