@@ -370,16 +370,13 @@ func (g *Graph) Node(id string) (NodeDetail, error) {
 }
 
 // Run persists changes and applies retention every PersistEvery until ctx
-// ends, then persists once more and closes the file.
+// ends. Close saves the rest.
 func (g *Graph) Run(ctx context.Context) {
 	t := time.NewTicker(g.cfg.PersistEvery)
 	defer t.Stop()
 	for {
 		select {
 		case <-ctx.Done():
-			if err := g.Close(); err != nil {
-				g.log.Error("saving the lineage graph at shutdown failed; the last few seconds of lineage are lost", "err", err)
-			}
 			return
 		case <-t.C:
 			g.expire(g.cfg.Now())

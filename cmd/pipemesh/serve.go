@@ -7,12 +7,15 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net/url"
+	"strings"
 	"sync"
 	"time"
 
 	"github.com/pipemesh/pipemesh/internal/admin"
 	"github.com/pipemesh/pipemesh/internal/config"
 	"github.com/pipemesh/pipemesh/kafkaproxy"
+	"github.com/pipemesh/pipemesh/lineage"
 )
 
 const serveAbout = `Run the Kafka proxy. Clients use --kafka-listen as their bootstrap address
@@ -39,6 +42,41 @@ type serveFlags struct {
 	metaRefresh    time.Duration
 	logLevel       string
 	logFormat      string
+	telemetry      telemetryFlags
+}
+
+// telemetryFlags are the observe stage's and lineage's flags.
+type telemetryFlags struct {
+	enabled        bool
+	flush          time.Duration
+	dataDir        string
+	retention      time.Duration
+	olURL          string
+	olEvery        time.Duration
+	olNamespace    string
+	maxLabelValues int
+	labelAllow     listFlag
+}
+
+func (f *telemetryFlags) register(fs *flag.FlagSet) {
+	fs.BoolVar(&f.enabled, "telemetry", true, "count bytes and records per topic, client and group, and build the lineage graph (false: only connection and request counters)")
+	fs.DurationVar(&f.flush, "telemetry-flush", kafkaproxy.DefaultFlushInterval, "how often counters go to /metrics and the lineage graph")
+	fs.StringVar(&f.dataDir, "data-dir", "", "`dir` for the lineage graph's file (lineage.db), so it survives restarts (default: memory only)")
+	fs.DurationVar(&f.retention, "lineage-retention", lineage.DefaultRetention, "forget lineage edges not seen for this `long`")
+	fs.StringVar(&f.olURL, "openlineage-url", "", "push OpenLineage run events to this `URL` (for example Marquez: http://marquez:5000/api/v1/lineage)")
+	fs.DurationVar(&f.olEvery, "openlineage-every", 30*time.Second, "how often to push to --openlineage-url")
+	fs.StringVar(&f.olNamespace, "openlineage-namespace", "pipemesh", "OpenLineage job `namespace` for the applications, groups and jobs pipemesh sees")
+	fs.IntVar(&f.maxLabelValues, "metrics-max-label-values", kafkaproxy.DefaultMaxLabelValues, "distinct values each of the topic, principal, client_id and group labels may take before the rest read \"other\"")
+	fs.Var(&f.labelAllow, "metrics-label-allow", "`label=value` that always keeps its own series, past the cap (repeat or comma-separate; labels: topic, principal, client_id, group)")
+}
+
+// telemetrySettings is the resolved telemetry and lineage setup.
+type telemetrySettings struct {
+	lineage     lineage.Config
+	enabled     bool
+	olURL       string
+	olEvery     time.Duration
+	olNamespace string
 }
 
 func (f *serveFlags) register(fs *flag.FlagSet) {
@@ -55,6 +93,7 @@ func (f *serveFlags) register(fs *flag.FlagSet) {
 	fs.DurationVar(&f.metaRefresh, "metadata-refresh", kafkaproxy.DefaultMetadataRefresh, "how often the proxy refreshes brokers and topics on its own")
 	fs.StringVar(&f.logLevel, "log-level", "info", "debug, info, warn or error")
 	fs.StringVar(&f.logFormat, "log-format", "text", "text or json")
+	f.telemetry.register(fs)
 }
 
 // settings is the merged result of defaults, config file and flags.
@@ -63,6 +102,7 @@ type settings struct {
 	adminListen string
 	logLevel    string
 	logFormat   string
+	telemetry   telemetrySettings
 }
 
 // resolve merges the config file (if any) under the flags the user set.
@@ -123,11 +163,55 @@ func (f *serveFlags) resolve(fs *flag.FlagSet) (*settings, error) {
 	if !set["max-in-flight"] && k.MaxInFlight != 0 {
 		s.proxy.MaxInFlight = k.MaxInFlight
 	}
+	if err := f.telemetry.resolve(s); err != nil {
+		return nil, err
+	}
 	if len(s.proxy.Upstreams) == 0 {
 		return nil, errors.New("no upstream Kafka cluster: set --kafka-upstream HOST:PORT (or kafka.upstream in --config); " +
 			"for a local one, run 'pipemesh broker' and use --kafka-upstream 127.0.0.1:9092")
 	}
 	return s, nil
+}
+
+func (f *telemetryFlags) resolve(s *settings) error {
+	t := &s.telemetry
+	t.enabled = f.enabled
+	s.proxy.Telemetry.Disabled = !f.enabled
+	if f.flush <= 0 || f.retention <= 0 || f.olEvery <= 0 {
+		return errors.New("--telemetry-flush, --lineage-retention and --openlineage-every must be positive durations")
+	}
+	if f.maxLabelValues < 1 {
+		return fmt.Errorf("--metrics-max-label-values %d: want at least 1", f.maxLabelValues)
+	}
+	s.proxy.Telemetry.FlushInterval = f.flush
+	s.proxy.Telemetry.MaxLabelValues = f.maxLabelValues
+	for _, kv := range f.labelAllow {
+		label, value, ok := strings.Cut(kv, "=")
+		switch label {
+		case "topic", "principal", "client_id", "group":
+		default:
+			ok = false
+		}
+		if !ok || value == "" {
+			return fmt.Errorf("--metrics-label-allow %q: want LABEL=VALUE with LABEL one of topic, principal, client_id, group", kv)
+		}
+		if s.proxy.Telemetry.LabelAllow == nil {
+			s.proxy.Telemetry.LabelAllow = map[string][]string{}
+		}
+		s.proxy.Telemetry.LabelAllow[label] = append(s.proxy.Telemetry.LabelAllow[label], value)
+	}
+	t.lineage = lineage.Config{DataDir: f.dataDir, Retention: f.retention}
+	if f.olURL != "" {
+		u, err := url.Parse(f.olURL)
+		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+			return fmt.Errorf("--openlineage-url %q: want an http(s) URL such as http://marquez:5000/api/v1/lineage", f.olURL)
+		}
+		if !f.enabled {
+			return errors.New("--openlineage-url needs --telemetry (lineage comes from the observe stage)")
+		}
+	}
+	t.olURL, t.olEvery, t.olNamespace = f.olURL, f.olEvery, f.olNamespace
+	return nil
 }
 
 func runServe(ctx context.Context, args []string, _, stderr io.Writer) error {
@@ -154,8 +238,25 @@ func serve(ctx context.Context, s *settings, log *slog.Logger, started func(*kaf
 	adm := admin.New(log)
 	s.proxy.Logger = log
 	s.proxy.Registerer = adm.Registry()
+	var graph *lineage.Graph
+	if s.telemetry.enabled {
+		lc := s.telemetry.lineage
+		lc.Logger = log
+		g, err := lineage.Open(lc)
+		if err != nil {
+			return err
+		}
+		graph = g
+		s.proxy.Telemetry.Lineage = g
+		if lc.DataDir == "" {
+			log.Info("lineage graph kept in memory only; set --data-dir to keep it across restarts")
+		}
+	}
 	p, err := kafkaproxy.New(s.proxy)
 	if err != nil {
+		if graph != nil {
+			graph.Close()
+		}
 		return err
 	}
 	if err := p.Listen(); err != nil {
@@ -165,6 +266,22 @@ func serve(ctx context.Context, s *settings, log *slog.Logger, started func(*kaf
 		return err
 	}
 	adm.AddReady("kafka proxy", p.Ready)
+	if graph != nil {
+		graph.Register(adm)
+		// The graph outlives the proxy: it is saved after the proxy's
+		// last flush, so the file holds everything counted.
+		lctx, lcancel := context.WithCancel(context.Background())
+		var lwg sync.WaitGroup
+		lwg.Add(1)
+		go func() { defer lwg.Done(); graph.Run(lctx) }()
+		defer func() {
+			lcancel()
+			lwg.Wait()
+			if err := graph.Close(); err != nil {
+				log.Error("saving the lineage graph at shutdown failed; the last seconds of lineage are lost", "err", err)
+			}
+		}()
+	}
 	if started != nil {
 		started(p, adm)
 	}

@@ -1,0 +1,131 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/pipemesh/pipemesh/internal/admin"
+	"github.com/pipemesh/pipemesh/internal/devbroker"
+	"github.com/pipemesh/pipemesh/kafkaproxy"
+	"github.com/pipemesh/pipemesh/lineage"
+)
+
+// running is a serve started by startServe.
+type running struct {
+	kafka, admin string
+	stop         func()
+}
+
+// startServe runs serve with args (plus free ports) until stop.
+func startServe(t *testing.T, args ...string) running {
+	t.Helper()
+	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
+	var f serveFlags
+	f.register(fs)
+	require.NoError(t, fs.Parse(append([]string{"--kafka-listen", "127.0.0.1:0", "--broker-port-base", "-1", "--admin-listen", "127.0.0.1:0"}, args...)))
+	s, err := f.resolve(fs)
+	require.NoError(t, err)
+	ctx, cancel := context.WithCancel(context.Background())
+	addrs := make(chan running, 1)
+	done := make(chan error, 1)
+	go func() {
+		done <- serve(ctx, s, slog.New(slog.NewTextHandler(io.Discard, nil)), func(p *kafkaproxy.Proxy, a *admin.Server) {
+			addrs <- running{kafka: p.Addr(), admin: a.Addr()}
+		})
+	}()
+	var r running
+	select {
+	case r = <-addrs:
+	case err := <-done:
+		cancel()
+		t.Fatalf("serve: %v", err)
+	}
+	stopped := false
+	r.stop = func() {
+		if !stopped {
+			stopped = true
+			cancel()
+			require.NoError(t, <-done)
+		}
+	}
+	t.Cleanup(r.stop)
+	return r
+}
+
+func getLineage(t *testing.T, adminAddr, query string) lineage.View {
+	t.Helper()
+	resp, err := http.Get("http://" + adminAddr + "/api/v1/lineage" + query)
+	require.NoError(t, err)
+	defer resp.Body.Close()
+	require.Equal(t, http.StatusOK, resp.StatusCode)
+	var v lineage.View
+	require.NoError(t, json.NewDecoder(resp.Body).Decode(&v))
+	return v
+}
+
+func findEdge(v lineage.View, from, to string) (lineage.Edge, bool) {
+	for _, e := range v.Edges {
+		if e.From == from && e.To == to {
+			return e, true
+		}
+	}
+	return lineage.Edge{}, false
+}
+
+// TestServeLineageSurvivesRestart: serve with --data-dir counts a producer
+// into /api/v1/lineage, and a new serve on the same dir starts with it.
+func TestServeLineageSurvivesRestart(t *testing.T) {
+	cluster, err := devbroker.Start(devbroker.Config{Brokers: 1, Topics: []devbroker.Topic{{Name: "restart", Partitions: 1}}})
+	require.NoError(t, err)
+	defer cluster.Close()
+	dir := t.TempDir()
+	args := []string{"--kafka-upstream", cluster.ListenAddrs()[0], "--data-dir", dir, "--telemetry-flush", "50ms"}
+
+	r := startServe(t, args...)
+	cl, err := kgo.NewClient(kgo.SeedBrokers(r.kafka), kgo.ClientID("restart-svc"))
+	require.NoError(t, err)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	for i := range 10 {
+		require.NoError(t, cl.ProduceSync(ctx, &kgo.Record{Topic: "restart", Value: fmt.Appendf(nil, "%d", i)}).FirstErr())
+	}
+	cl.Close()
+	require.Eventually(t, func() bool {
+		e, ok := findEdge(getLineage(t, r.admin, ""), "application:restart-svc", "topic:restart")
+		return ok && e.Records == 10
+	}, 10*time.Second, 50*time.Millisecond)
+	r.stop()
+
+	r = startServe(t, args...)
+	e, ok := findEdge(getLineage(t, r.admin, ""), "application:restart-svc", "topic:restart")
+	require.True(t, ok, "the edge survives the restart")
+	require.EqualValues(t, 10, e.Records)
+}
+
+func TestServeTelemetryFlagErrors(t *testing.T) {
+	for _, tc := range []struct{ args []string }{
+		{[]string{"--metrics-label-allow", "colour=red"}},
+		{[]string{"--metrics-label-allow", "topic"}},
+		{[]string{"--metrics-max-label-values", "0"}},
+		{[]string{"--openlineage-url", "ftp://x"}},
+		{[]string{"--telemetry=false", "--openlineage-url", "http://127.0.0.1:1/api/v1/lineage"}},
+		{[]string{"--lineage-retention", "0s"}},
+	} {
+		fs := flag.NewFlagSet("serve", flag.ContinueOnError)
+		var f serveFlags
+		f.register(fs)
+		require.NoError(t, fs.Parse(append([]string{"--kafka-upstream", "127.0.0.1:9092"}, tc.args...)))
+		_, err := f.resolve(fs)
+		require.Error(t, err, "%v", tc.args)
+	}
+}
