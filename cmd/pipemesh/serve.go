@@ -268,6 +268,7 @@ func serve(ctx context.Context, s *settings, log *slog.Logger, started func(*kaf
 	adm.AddReady("kafka proxy", p.Ready)
 	if graph != nil {
 		graph.Register(adm)
+		lineage.RegisterWebView(adm)
 		// The graph outlives the proxy: it is saved after the proxy's
 		// last flush, so the file holds everything counted.
 		lctx, lcancel := context.WithCancel(context.Background())
