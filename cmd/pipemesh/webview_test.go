@@ -153,7 +153,10 @@ func TestWebViewInBrowser(t *testing.T) {
 		return true
 	}, 30*time.Second, 100*time.Millisecond, "the pipeline's edges reach the API")
 
-	do := func(steps ...chromedp.Action[chromedp.Void]) { t.Helper(); require.NoError(t, chromedp.Do(bctx, steps...)) }
+	do := func(steps ...chromedp.Action[chromedp.Void]) {
+		t.Helper()
+		require.NoError(t, chromedp.Do(bctx, steps...))
+	}
 	do(
 		chromedp.Navigate("http://"+r.admin+"/lineage?since=5m"),
 		chromedp.WaitVisible(`g.node[data-id="group:fraud"]`),
