@@ -8,6 +8,8 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"net/http/httptest"
+	"sync"
 	"testing"
 	"time"
 
@@ -128,4 +130,53 @@ func TestServeTelemetryFlagErrors(t *testing.T) {
 		_, err := f.resolve(fs)
 		require.Error(t, err, "%v", tc.args)
 	}
+}
+
+// TestServeOpenLineagePush: serve --openlineage-url pushes run events for
+// what clients do through the proxy to a local OpenLineage endpoint.
+func TestServeOpenLineagePush(t *testing.T) {
+	var mu sync.Mutex
+	var got []map[string]any
+	rcv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		var ev map[string]any
+		if r.Method != http.MethodPost || json.NewDecoder(r.Body).Decode(&ev) != nil {
+			http.Error(w, "want POST with a JSON event", http.StatusBadRequest)
+			return
+		}
+		mu.Lock()
+		got = append(got, ev)
+		mu.Unlock()
+	}))
+	defer rcv.Close()
+	cluster, err := devbroker.Start(devbroker.Config{Brokers: 1, Topics: []devbroker.Topic{{Name: "ol", Partitions: 1}}})
+	require.NoError(t, err)
+	defer cluster.Close()
+	r := startServe(t, "--kafka-upstream", cluster.ListenAddrs()[0], "--telemetry-flush", "50ms",
+		"--openlineage-url", rcv.URL+"/api/v1/lineage", "--openlineage-every", "100ms", "--openlineage-namespace", "test-mesh")
+	cl, err := kgo.NewClient(kgo.SeedBrokers(r.kafka), kgo.ClientID("ol-svc"))
+	require.NoError(t, err)
+	defer cl.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	for range 7 {
+		require.NoError(t, cl.ProduceSync(ctx, &kgo.Record{Topic: "ol", Value: []byte("v")}).FirstErr())
+	}
+	require.Eventually(t, func() bool {
+		mu.Lock()
+		defer mu.Unlock()
+		for _, ev := range got {
+			job := ev["job"].(map[string]any)
+			if job["name"] != "application:ol-svc" || job["namespace"] != "test-mesh" {
+				continue
+			}
+			for _, o := range ev["outputs"].([]any) {
+				ds := o.(map[string]any)
+				st := ds["outputFacets"].(map[string]any)["outputStatistics"].(map[string]any)
+				if ds["namespace"] == "kafka://"+r.kafka && ds["name"] == "ol" && st["rowCount"] == 7.0 {
+					return true
+				}
+			}
+		}
+		return false
+	}, 10*time.Second, 50*time.Millisecond, "a run event with 7 records written to ol")
 }

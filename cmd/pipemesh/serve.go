@@ -64,8 +64,8 @@ func (f *telemetryFlags) register(fs *flag.FlagSet) {
 	fs.StringVar(&f.dataDir, "data-dir", "", "`dir` for the lineage graph's file (lineage.db), so it survives restarts (default: memory only)")
 	fs.DurationVar(&f.retention, "lineage-retention", lineage.DefaultRetention, "forget lineage edges not seen for this `long`")
 	fs.StringVar(&f.olURL, "openlineage-url", "", "push OpenLineage run events to this `URL` (for example Marquez: http://marquez:5000/api/v1/lineage)")
-	fs.DurationVar(&f.olEvery, "openlineage-every", 30*time.Second, "how often to push to --openlineage-url")
-	fs.StringVar(&f.olNamespace, "openlineage-namespace", "pipemesh", "OpenLineage job `namespace` for the applications, groups and jobs pipemesh sees")
+	fs.DurationVar(&f.olEvery, "openlineage-every", lineage.DefaultPushEvery, "how often to push to --openlineage-url")
+	fs.StringVar(&f.olNamespace, "openlineage-namespace", lineage.DefaultJobNamespace, "OpenLineage job `namespace` for the applications, groups and jobs pipemesh sees")
 	fs.IntVar(&f.maxLabelValues, "metrics-max-label-values", kafkaproxy.DefaultMaxLabelValues, "distinct values each of the topic, principal, client_id and group labels may take before the rest read \"other\"")
 	fs.Var(&f.labelAllow, "metrics-label-allow", "`label=value` that always keeps its own series, past the cap (repeat or comma-separate; labels: topic, principal, client_id, group)")
 }
@@ -267,14 +267,20 @@ func serve(ctx context.Context, s *settings, log *slog.Logger, started func(*kaf
 	}
 	adm.AddReady("kafka proxy", p.Ready)
 	if graph != nil {
+		export := lineage.NewExporter(graph, lineage.ExportConfig{
+			Namespace: s.telemetry.olNamespace, KafkaNamespace: "kafka://" + p.Addr(),
+			URL: s.telemetry.olURL, Every: s.telemetry.olEvery, Logger: log,
+		})
 		graph.Register(adm)
+		export.Register(adm)
 		lineage.RegisterWebView(adm)
-		// The graph outlives the proxy: it is saved after the proxy's
-		// last flush, so the file holds everything counted.
+		// The graph outlives the proxy: it is saved (and pushed) after
+		// the proxy's last flush, so the file holds everything counted.
 		lctx, lcancel := context.WithCancel(context.Background())
 		var lwg sync.WaitGroup
-		lwg.Add(1)
+		lwg.Add(2)
 		go func() { defer lwg.Done(); graph.Run(lctx) }()
+		go func() { defer lwg.Done(); export.Run(lctx) }()
 		defer func() {
 			lcancel()
 			lwg.Wait()
