@@ -1,11 +1,9 @@
 package kafkaproxy
 
 import (
-	"bytes"
 	"context"
 	"io"
 	"net"
-	"sync"
 	"sync/atomic"
 	"time"
 
@@ -23,11 +21,10 @@ import (
 // state. A flush on a tick turns the counters into Prometheus metrics and
 // lineage observations.
 //
-// Large frames stream through cut-through (streamHeadBytes): to count them
-// the observe stage tees the streamed rest into a pooled buffer as it is
-// forwarded, chunk by chunk, and walks the whole frame once its last byte has
-// gone out. Forwarding never waits for the walk, so latency is unchanged; the
-// cost is that those bytes pass through user space instead of being spliced.
+// Large frames stream through cut-through (streamHeadBytes): the observe
+// stage walks them as they pass (streamWalk), reading only lengths and batch
+// headers and letting the kernel splice the record bytes between them, so
+// forwarding neither waits nor copies more than it did.
 
 // Direction labels.
 const (
@@ -82,23 +79,27 @@ type connObs struct {
 	ident atomic.Pointer[identity]
 
 	reqCache edgeCache
-	reqTee   frameTee
-	reqHdr   struct {
-		key, version int16
-	}
-	reqSoftware string
+	reqWalk  streamWalk
+	reqAcc   topicAcc
 
 	respCache    edgeCache // consume edges
 	respErrCache edgeCache // produce edges, for produce errors
-	respTee      frameTee
+	respWalk     streamWalk
+	respAcc      topicAcc
+}
 
-	// walk accumulators, one topic at a time
+// topicAcc accumulates one walk's counts a topic at a time, so counters are
+// added once per topic per frame. Each goroutine has its own.
+type topicAcc struct {
+	o       *connObs
+	ec      *edgeCache
+	consume bool
 	cur     *edgeCounters
 	curName []byte
 	curID   [16]byte
 	acc     protocol.BatchStats
-	accErrs int64
-	walkErr bool
+	errs    int64
+	bad     bool
 }
 
 func (t *telemetry) newConn(c *conn) *connObs {
@@ -116,6 +117,11 @@ func (t *telemetry) newConn(c *conn) *connObs {
 		ec.byName = make(map[string]*edgeCounters)
 		ec.byID = make(map[[16]byte]*edgeCounters)
 	}
+	o.reqAcc = topicAcc{o: o, ec: &o.reqCache}
+	o.respAcc = topicAcc{o: o, ec: &o.respCache, consume: true}
+	// Method values made once, so walks allocate nothing.
+	o.reqWalk.emit = o.reqAcc.add
+	o.respWalk.emit = o.respAcc.add
 	o.ident.Store(&identity{principal: c.principal(), host: host})
 	return o
 }
@@ -148,8 +154,8 @@ func (o *connObs) request(hdr protocol.RequestHeader, frame []byte, rest int) {
 			return
 		}
 		if rest > 0 {
-			o.reqHdr.key, o.reqHdr.version = hdr.Key, hdr.Version
-			o.reqTee.start(body, rest)
+			o.reqAcc.begin()
+			o.reqWalk.start(hdr.Key, hdr.Version, body)
 			return
 		}
 		o.walkProduce(hdr.Version, body)
@@ -163,24 +169,23 @@ func (o *connObs) request(hdr protocol.RequestHeader, frame []byte, rest int) {
 }
 
 // reqTo is where the streamed rest of the current request goes: through the
-// tee when the request is being observed.
+// stream walk when the request is being observed.
 func (o *connObs) reqTo(w io.Writer) io.Writer {
-	if o == nil || !o.reqTee.active() {
+	if o == nil || !o.reqWalk.active {
 		return w
 	}
-	o.reqTee.dst = w
-	return &o.reqTee
+	o.reqWalk.dst = w
+	return &o.reqWalk
 }
 
-// requestDone walks a streamed request once all of it has gone upstream.
+// requestDone finishes the walk of a streamed request.
 func (o *connObs) requestDone() {
-	if o == nil || !o.reqTee.active() {
+	if o == nil || !o.reqWalk.active {
 		return
 	}
-	if body, ok := o.reqTee.finish(); ok {
-		o.walkProduce(o.reqHdr.version, body)
-	}
-	o.reqTee.release()
+	o.reqWalk.walked()
+	o.reqAcc.end(o.reqWalk.err)
+	o.reqWalk.release()
 }
 
 func (o *connObs) setIdentity(clientID, software string) {
@@ -253,67 +258,63 @@ func (o *connObs) edge(ec *edgeCache, topic []byte, topicID [16]byte, consume bo
 
 // walkProduce counts a whole Produce request body.
 func (o *connObs) walkProduce(version int16, body []byte) {
-	o.begin()
-	err := protocol.WalkProduceRequest(version, body, o.producePartition)
-	o.end(err)
+	o.reqAcc.begin()
+	err := protocol.WalkProduceRequest(version, body, o.reqAcc.partition)
+	o.reqAcc.end(err)
 }
 
-func (o *connObs) producePartition(pd protocol.PartitionData) {
-	o.partition(&o.reqCache, pd, false)
+func (a *topicAcc) begin() {
+	a.cur, a.curName, a.curID, a.acc, a.errs, a.bad = nil, a.curName[:0], [16]byte{}, protocol.BatchStats{}, 0, false
 }
 
-func (o *connObs) fetchPartition(pd protocol.PartitionData) {
-	o.partition(&o.respCache, pd, true)
-}
-
-func (o *connObs) begin() {
-	o.cur, o.curName, o.acc, o.accErrs, o.walkErr = nil, nil, protocol.BatchStats{}, 0, false
-}
-
-// partition adds one partition to the current topic's accumulator; a new
-// topic first flushes the last one, so counters are added once per topic per
-// request.
-func (o *connObs) partition(ec *edgeCache, pd protocol.PartitionData, consume bool) {
-	if o.cur == nil || !bytes.Equal(pd.Topic, o.curName) || (pd.Topic == nil && pd.TopicID != o.curID) {
-		o.flushTopic()
-		o.cur = o.edge(ec, pd.Topic, pd.TopicID, consume)
-		o.curName, o.curID = pd.Topic, pd.TopicID
-		if o.cur == nil {
-			o.walkErr = true
-		}
-	}
+// partition counts one partition of an in-memory walk.
+func (a *topicAcc) partition(pd protocol.PartitionData) {
 	s, err := protocol.CountBatches(pd.Records)
 	if err != nil {
-		o.walkErr = true
+		a.bad = true
 	}
-	o.acc.Batches += s.Batches
-	o.acc.Records += s.Records
-	o.acc.Bytes += s.Bytes
-	if pd.ErrorCode != 0 {
-		o.accErrs++
-		o.t.countError(protocol.FetchKey, pd.ErrorCode)
+	a.add(pd.Topic, pd.TopicID, pd.ErrorCode, s)
+}
+
+// add adds one partition's counts to the current topic's; a new topic first
+// flushes the last one, so counters are added once per topic per frame.
+func (a *topicAcc) add(topic []byte, id [16]byte, code int16, s protocol.BatchStats) {
+	if a.cur == nil || string(topic) != string(a.curName) || (topic == nil && id != a.curID) {
+		a.flush()
+		a.cur = a.o.edge(a.ec, topic, id, a.consume)
+		a.curName, a.curID = append(a.curName[:0], topic...), id
+		if a.cur == nil {
+			a.bad = true
+		}
+	}
+	a.acc.Batches += s.Batches
+	a.acc.Records += s.Records
+	a.acc.Bytes += s.Bytes
+	if code != 0 {
+		a.errs++
+		a.o.t.countError(protocol.FetchKey, code)
 	}
 }
 
-func (o *connObs) flushTopic() {
-	if e := o.cur; e != nil {
+func (a *topicAcc) flush() {
+	if e := a.cur; e != nil {
 		e.requests.Add(1)
-		if o.acc.Bytes != 0 {
-			e.bytes.Add(o.acc.Bytes)
-			e.records.Add(o.acc.Records)
-			e.batches.Add(int64(o.acc.Batches))
+		if a.acc.Bytes != 0 {
+			e.bytes.Add(a.acc.Bytes)
+			e.records.Add(a.acc.Records)
+			e.batches.Add(int64(a.acc.Batches))
 		}
-		if o.accErrs != 0 {
-			e.errors.Add(o.accErrs)
+		if a.errs != 0 {
+			e.errors.Add(a.errs)
 		}
 	}
-	o.cur, o.acc, o.accErrs = nil, protocol.BatchStats{}, 0
+	a.cur, a.acc, a.errs = nil, protocol.BatchStats{}, 0
 }
 
-func (o *connObs) end(err error) {
-	o.flushTopic()
-	if err != nil || o.walkErr {
-		o.t.m.observeErrors.Inc()
+func (a *topicAcc) end(err error) {
+	a.flush()
+	if err != nil || a.bad {
+		a.o.t.m.observeErrors.Inc()
 	}
 }
 
@@ -334,7 +335,8 @@ func (o *connObs) response(p pending, body []byte, rest int) {
 		}
 		body = body[responseHeaderBytes(p):]
 		if rest > 0 {
-			o.respTee.start(body, rest)
+			o.respAcc.begin()
+			o.respWalk.start(p.key, p.version, body)
 			return
 		}
 		o.walkFetch(p.version, body)
@@ -348,11 +350,11 @@ func (o *connObs) response(p pending, body []byte, rest int) {
 
 // respTo is where the streamed rest of the current response goes.
 func (o *connObs) respTo(w io.Writer) io.Writer {
-	if o == nil || !o.respTee.active() {
+	if o == nil || !o.respWalk.active {
 		return w
 	}
-	o.respTee.dst = w
-	return &o.respTee
+	o.respWalk.dst = w
+	return &o.respWalk
 }
 
 // responseDone finishes observing a response that has been written out.
@@ -360,19 +362,18 @@ func (o *connObs) responseDone(p pending) {
 	if o == nil {
 		return
 	}
-	if o.respTee.active() {
-		if body, ok := o.respTee.finish(); ok {
-			o.walkFetch(p.version, body)
-		}
-		o.respTee.release()
+	if o.respWalk.active {
+		o.respWalk.walked()
+		o.respAcc.end(o.respWalk.err)
+		o.respWalk.release()
 	}
 	o.t.observeDuration(p.key, scopeTotal, p.start)
 }
 
 func (o *connObs) walkFetch(version int16, body []byte) {
-	o.begin()
-	_, err := protocol.WalkFetchResponse(version, body, o.fetchPartition)
-	o.end(err)
+	o.respAcc.begin()
+	_, err := protocol.WalkFetchResponse(version, body, o.respAcc.partition)
+	o.respAcc.end(err)
 }
 
 func (o *connObs) walkProduceResponse(version int16, body []byte) {
@@ -465,103 +466,7 @@ func (o *connObs) observeGroup(key, version int16, body []byte, id *identity) {
 	}
 }
 
-// frameTee forwards the streamed rest of a frame to dst while keeping a copy
-// behind the head, so the whole frame can be walked once it is through. It
-// implements io.ReaderFrom, so CopyRest's io.Copy reads straight into the
-// frame buffer: one copy into user space, none extra.
-type frameTee struct {
-	dst  io.Writer
-	buf  *[]byte
-	n    int
-	want int
-}
-
-func (t *frameTee) active() bool { return t.buf != nil }
-
-func (t *frameTee) start(head []byte, rest int) {
-	t.want = len(head) + rest
-	t.buf = getFrameBuf(t.want)
-	t.n = copy((*t.buf)[:t.want], head)
-}
-
-// Write takes the part of the rest that was already buffered.
-func (t *frameTee) Write(b []byte) (int, error) {
-	t.n += copy((*t.buf)[t.n:t.want], b)
-	return t.dst.Write(b)
-}
-
-// ReadFrom reads the rest into the frame buffer in chunks, forwarding each
-// chunk as soon as it arrives.
-func (t *frameTee) ReadFrom(r io.Reader) (int64, error) {
-	var total int64
-	for {
-		end := min(t.n+teeChunkBytes, t.want)
-		if end == t.n {
-			// The buffer is full; anything more is not this frame's.
-			var one [1]byte
-			if k, _ := r.Read(one[:]); k > 0 {
-				return total, io.ErrShortBuffer
-			}
-			return total, nil
-		}
-		k, err := r.Read((*t.buf)[t.n:end])
-		if k > 0 {
-			if _, werr := t.dst.Write((*t.buf)[t.n : t.n+k]); werr != nil {
-				return total, werr
-			}
-			t.n += k
-			total += int64(k)
-		}
-		if err == io.EOF {
-			return total, nil
-		}
-		if err != nil {
-			return total, err
-		}
-	}
-}
-
-// finish returns the whole frame body when all of it came through.
-func (t *frameTee) finish() ([]byte, bool) {
-	return (*t.buf)[:t.n], t.n == t.want
-}
-
-func (t *frameTee) release() {
-	putFrameBuf(t.buf)
-	t.buf, t.dst, t.n, t.want = nil, nil, 0, 0
-}
-
-// teeChunkBytes is the most a tee reads before forwarding: small enough
-// that the broker or client sees bytes as soon as they arrive.
-const teeChunkBytes = 256 << 10
-
-// frameBufs pools tee buffers by power-of-two size class.
-var frameBufs [32]sync.Pool
-
-func sizeClass(n int) int {
-	c := 0
-	for 1<<c < n {
-		c++
-	}
-	return c
-}
-
-func getFrameBuf(n int) *[]byte {
-	c := sizeClass(n)
-	if v := frameBufs[c].Get(); v != nil {
-		return v.(*[]byte)
-	}
-	b := make([]byte, 1<<c)
-	return &b
-}
-
-func putFrameBuf(b *[]byte) {
-	if b != nil {
-		frameBufs[sizeClass(cap(*b))].Put(b)
-	}
-}
-
-var _ io.ReaderFrom = (*frameTee)(nil)
+var _ io.ReaderFrom = (*streamWalk)(nil)
 
 // edgeObservation turns an edge's deltas into a lineage observation.
 func edgeObservation(k edgeKey, d [5]int64, at time.Time) lineage.Observation {

@@ -1,9 +1,6 @@
 package kafkaproxy
 
 import (
-	"bytes"
-	"io"
-	"strings"
 	"testing"
 	"time"
 
@@ -143,36 +140,4 @@ func FuzzWalkProduceErrors(f *testing.F) {
 		}
 		_ = walkProduceErrors(v, body, func([]byte, [16]byte, int16) {})
 	})
-}
-
-// TestFrameTee: the tee forwards every byte in order, whether it comes
-// through Write (already buffered) or ReadFrom (from the socket), and keeps
-// the whole frame behind the head.
-func TestFrameTee(t *testing.T) {
-	head := bytes.Repeat([]byte("h"), 100)
-	rest := bytes.Repeat([]byte("0123456789"), 70_000) // 700 KB, several chunks
-	var tee frameTee
-	tee.start(head, len(rest))
-	var dst bytes.Buffer
-	tee.dst = &dst
-	_, err := tee.Write(rest[:1000])
-	require.NoError(t, err)
-	n, err := tee.ReadFrom(io.LimitReader(bytes.NewReader(rest[1000:]), int64(len(rest)-1000)))
-	require.NoError(t, err)
-	assert.EqualValues(t, len(rest)-1000, n)
-	assert.Equal(t, rest, dst.Bytes())
-	body, ok := tee.finish()
-	require.True(t, ok)
-	assert.Equal(t, append(bytes.Clone(head), rest...), body)
-	tee.release()
-	assert.False(t, tee.active())
-
-	// A short stream is reported, not walked.
-	tee.start(head, 10)
-	tee.dst = io.Discard
-	_, err = tee.ReadFrom(strings.NewReader("abc"))
-	require.NoError(t, err)
-	_, ok = tee.finish()
-	assert.False(t, ok)
-	tee.release()
 }
