@@ -1,6 +1,8 @@
 package kafkaproxy
 
 import (
+	"sync/atomic"
+
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/pipemesh/pipemesh/protocol"
@@ -98,7 +100,8 @@ type telemetryMetrics struct {
 	bytes, records, batches    *prometheus.CounterVec
 	clientBytes, clientRecords *prometheus.CounterVec
 	errors                     *prometheus.CounterVec
-	durations                  [256][2]prometheus.Observer
+	durationVec                *prometheus.HistogramVec
+	durations                  [256][2]atomic.Pointer[prometheus.Observer] // resolved on first use
 	edges                      prometheus.Gauge
 	overflow                   prometheus.Counter
 	observeErrors              prometheus.Counter
@@ -143,22 +146,30 @@ func newTelemetryMetrics(reg prometheus.Registerer, disabled bool) (*telemetryMe
 			Name: "pipemesh_kafka_observe_errors_total", Help: "Frames the observe stage could not count (malformed or unknown topic id); they were forwarded unchanged.",
 		}),
 	}
-	dur := prometheus.NewHistogramVec(prometheus.HistogramOpts{
+	m.durationVec = prometheus.NewHistogramVec(prometheus.HistogramOpts{
 		Name:    "pipemesh_kafka_request_duration_seconds",
 		Help:    "Request latency by API. scope=upstream: from the request reaching the proxy to the broker's response reaching it; scope=total: to the response's last byte written to the client.",
 		Buckets: requestDurationBuckets,
 	}, []string{"api", "scope"})
-	for k := range m.durations {
-		if _, ok := protocol.MaxVersion(int16(k)); ok {
-			name := protocol.KeyName(int16(k))
-			m.durations[k][scopeUpstream] = dur.WithLabelValues(name, "upstream")
-			m.durations[k][scopeTotal] = dur.WithLabelValues(name, "total")
-		}
-	}
-	for _, c := range []prometheus.Collector{m.bytes, m.records, m.batches, m.clientBytes, m.clientRecords, m.errors, dur, m.edges, m.overflow, m.observeErrors} {
+	for _, c := range []prometheus.Collector{m.bytes, m.records, m.batches, m.clientBytes, m.clientRecords, m.errors, m.durationVec, m.edges, m.overflow, m.observeErrors} {
 		if err := reg.Register(c); err != nil {
 			return nil, err
 		}
 	}
 	return m, nil
+}
+
+// duration returns the histogram of key and scope, making its series on
+// first use: an API nobody calls gets no series, so a scrape stays small.
+func (m *telemetryMetrics) duration(key int16, scope int) prometheus.Observer {
+	if p := m.durations[key][scope].Load(); p != nil {
+		return *p
+	}
+	name := "upstream"
+	if scope == scopeTotal {
+		name = "total"
+	}
+	o := m.durationVec.WithLabelValues(protocol.KeyName(key), name)
+	m.durations[key][scope].Store(&o)
+	return o
 }

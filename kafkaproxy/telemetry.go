@@ -196,9 +196,7 @@ func (t *telemetry) observeDuration(key int16, scope int, start time.Time) {
 	if start.IsZero() || key < 0 || int(key) >= len(t.m.durations) {
 		return
 	}
-	if h := t.m.durations[key][scope]; h != nil {
-		h.Observe(time.Since(start).Seconds())
-	}
+	t.m.duration(key, scope).Observe(time.Since(start).Seconds())
 }
 
 // countError counts a per-partition error code the broker returned. Error
