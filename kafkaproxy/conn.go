@@ -120,6 +120,7 @@ func (p *Proxy) handle(nc net.Conn, node int32) {
 	go func() { defer wg.Done(); c.responses() }()
 	c.requests()
 	wg.Wait()
+	c.obs.close()
 	c.logClose()
 }
 

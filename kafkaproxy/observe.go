@@ -1,7 +1,6 @@
 package kafkaproxy
 
 import (
-	"context"
 	"io"
 	"net"
 	"sync/atomic"
@@ -44,6 +43,7 @@ type edgeKey struct {
 type edgeCounters struct {
 	key                                       edgeKey
 	bytes, records, batches, requests, errors atomic.Int64
+	refs                                      atomic.Int32 // connection caches holding it
 
 	// flusher only
 	sent [5]int64
@@ -65,8 +65,15 @@ type edgeCache struct {
 	byID   map[[16]byte]*edgeCounters
 }
 
+// reset empties the cache, dropping its references.
 func (ec *edgeCache) reset(id *identity, gen uint64) {
 	ec.ident, ec.gen = id, gen
+	for _, e := range ec.byName {
+		e.refs.Add(-1)
+	}
+	for _, e := range ec.byID {
+		e.refs.Add(-1)
+	}
 	clear(ec.byName)
 	clear(ec.byID)
 }
@@ -234,12 +241,12 @@ func (o *connObs) edge(ec *edgeCache, topic []byte, topicID [16]byte, consume bo
 	if topic == nil {
 		n, ok := o.t.topics.Name(topicID)
 		if !ok {
-			ctx, cancel := context.WithTimeout(o.c.p.ctx, time.Second)
-			n, _ = o.c.p.TopicName(ctx, topicID)
-			cancel()
-		}
-		if n == "" {
-			return nil // unknown id: not counted (counted in observe errors)
+			// A topic created since the last metadata refresh. Counting
+			// must not hold up forwarding: ask for a refresh in the
+			// background; until it lands this topic is not counted
+			// (pipemesh_kafka_observe_errors_total).
+			o.t.refreshTopics(o.c.p, topicID)
+			return nil
 		}
 		name = n
 	}
@@ -247,13 +254,24 @@ func (o *connObs) edge(ec *edgeCache, topic []byte, topicID [16]byte, consume bo
 	if consume {
 		k.group = o.t.groups.lookup(memberKey{id.principal, id.clientID, id.host}, name)
 	}
-	e := o.t.edge(k)
+	e := o.t.edge(k) // holds a reference for this cache
 	if topic == nil {
 		ec.byID[topicID] = e
 	} else {
 		ec.byName[name] = e
 	}
 	return e
+}
+
+// close drops the connection's references to its edges, so that edges no
+// connection uses can be forgotten once flushed.
+func (o *connObs) close() {
+	if o == nil {
+		return
+	}
+	for _, ec := range []*edgeCache{&o.reqCache, &o.respCache, &o.respErrCache} {
+		ec.reset(nil, 0)
+	}
 }
 
 // walkProduce counts a whole Produce request body.

@@ -5,10 +5,13 @@ import (
 	"fmt"
 	"net"
 	"testing"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/stretchr/testify/require"
 	"github.com/twmb/franz-go/pkg/kmsg"
+
+	"github.com/pipemesh/pipemesh/lineage"
 )
 
 // benchObs is an observe stage on a connection that is never used for I/O.
@@ -99,4 +102,38 @@ func TestObserveSteadyStateAllocs(t *testing.T) {
 	e := o.t.edges[edgeKey{principal: anonymous, topic: "topic-0"}]
 	require.NotNil(t, e)
 	require.EqualValues(t, 102*3*10, e.records.Load()) // AllocsPerRun runs once more to warm up
+}
+
+type obsSink struct{ records map[string]int64 }
+
+func (s *obsSink) Observe(obs []lineage.Observation) {
+	for _, o := range obs {
+		s.records[o.From.ID()+">"+o.To.ID()] += o.Records
+	}
+}
+
+// TestEdgesForgottenAfterClose: an edge stays in memory while a connection
+// holds it, and is dropped once the connection is gone and its counts are
+// flushed, with nothing lost.
+func TestEdgesForgottenAfterClose(t *testing.T) {
+	sink := &obsSink{records: map[string]int64{}}
+	tel, err := newTelemetry(TelemetryConfig{Lineage: sink}, prometheus.NewRegistry(), newTopicIDs(), nil)
+	require.NoError(t, err)
+	a, b := net.Pipe()
+	defer a.Close()
+	defer b.Close()
+	o := tel.newConn(&conn{client: a})
+	body := produceBody(9, 1, 2, recordBatch(5, 10))
+	o.walkProduce(9, body)
+	tel.forget()
+	require.Len(t, tel.list, 1, "held by a live connection")
+	o.walkProduce(9, body)
+	o.close()
+	tel.forget()
+	require.Len(t, tel.list, 1, "counts not yet flushed")
+	tel.flush(time.Now())
+	tel.forget()
+	require.Empty(t, tel.list)
+	require.Empty(t, tel.edges)
+	require.EqualValues(t, 2*2*5, sink.records["application:(no client id)>topic:topic-0"])
 }

@@ -14,6 +14,7 @@ import (
 	"github.com/IBM/sarama"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+	"github.com/twmb/franz-go/pkg/kfake"
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/pipemesh/pipemesh/kafkaproxy"
@@ -359,4 +360,30 @@ func proxyHistogramCount(t testing.TB, e *env, metric string, want map[string]st
 		}
 	}
 	return n
+}
+
+// TestObserveKgoKIP848: a consumer group on the KIP-848 protocol names its
+// group only in ConsumerGroupHeartbeat; its fetches are joined to it.
+func TestObserveKgoKIP848(t *testing.T) {
+	const topic = "obs-848"
+	rec := newRecorder()
+	e := startEnv(t, withTopic(topic, 2), withLineage(rec),
+		e2eWithBrokerOptions(kfake.BrokerConfigs(map[string]string{"group.consumer.heartbeat.interval.ms": "200"})))
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	prod := e2eClient(t, e, kgo.ClientID("writer-848"))
+	const n = 100
+	for i := range n {
+		prod.Produce(ctx, &kgo.Record{Topic: topic, Value: fmt.Appendf(nil, "%d", i)}, nil)
+	}
+	require.NoError(t, prod.Flush(ctx))
+	cons := e2eClient(t, e, kgo.ClientID("reader-848"), kgo.ConsumerGroup("g-848"), kgo.ServerSideBalancer(),
+		kgo.ConsumeTopics(topic), kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()))
+	for seen := 0; seen < n; {
+		fs := cons.PollFetches(ctx)
+		require.NoError(t, ctx.Err(), "consumed %d of %d", seen, n)
+		seen += fs.NumRecords()
+	}
+	assert.Positive(t, proxyCounter(t, e, "pipemesh_kafka_requests_total", "api", "ConsumerGroupHeartbeat"), "the group ran on KIP-848")
+	waitEdge(t, e, rec, edgeName(topicRef(topic), groupRef("g-848"), lineage.Consumes), n)
 }

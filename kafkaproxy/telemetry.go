@@ -2,9 +2,11 @@ package kafkaproxy
 
 import (
 	"context"
+	"fmt"
 	"log/slog"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -81,6 +83,8 @@ type telemetry struct {
 	edges map[edgeKey]*edgeCounters
 	list  []*edgeCounters
 
+	refreshing atomic.Bool // a background topic-id refresh is running
+
 	// flusher only
 	caps    map[string]*labelCap
 	obsBuf  []lineage.Observation
@@ -108,26 +112,65 @@ func newTelemetry(cfg TelemetryConfig, reg prometheus.Registerer, topics *TopicI
 	return t, nil
 }
 
-// edge returns the counters of k, creating them (or, past MaxEdges, handing
-// out the overflow edge).
+// edge returns the counters of k with a reference taken for the caller's
+// cache, creating them (or, past MaxEdges, handing out the overflow edge).
+// Taking the reference under the lock is what lets the flusher forget an
+// edge with none.
 func (t *telemetry) edge(k edgeKey) *edgeCounters {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	if e := t.edges[k]; e != nil {
-		return e
-	}
-	if len(t.edges) >= t.cfg.MaxEdges {
+	e := t.edges[k]
+	if e == nil && len(t.edges) >= t.cfg.MaxEdges {
 		k = edgeKey{principal: otherValue, clientID: otherValue, topic: otherValue, consume: k.consume}
-		if e := t.edges[k]; e != nil {
-			return e
-		}
+		e = t.edges[k]
 		t.m.overflow.Inc()
 	}
-	e := &edgeCounters{key: k}
-	t.edges[k] = e
-	t.list = append(t.list, e)
-	t.m.edges.Set(float64(len(t.list)))
+	if e == nil {
+		e = &edgeCounters{key: k}
+		t.edges[k] = e
+		t.list = append(t.list, e)
+		t.m.edges.Set(float64(len(t.list)))
+	}
+	e.refs.Add(1)
 	return e
+}
+
+// forget drops edges that no connection holds and whose counts have all
+// been flushed: memory follows the live connections, not history (which is
+// the lineage graph's job).
+func (t *telemetry) forget() {
+	t.flushMu.Lock() // e.sent is the flusher's
+	defer t.flushMu.Unlock()
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	kept := t.list[:0]
+	for _, e := range t.list {
+		// refs is 0 for good: only edge, under this lock, adds one.
+		if e.refs.Load() == 0 && e.sent == [5]int64{e.bytes.Load(), e.records.Load(), e.batches.Load(), e.requests.Load(), e.errors.Load()} {
+			delete(t.edges, e.key)
+			continue
+		}
+		kept = append(kept, e)
+	}
+	clear(t.list[len(kept):])
+	t.list = kept
+	t.m.edges.Set(float64(len(t.list)))
+}
+
+// refreshTopics asks the proxy for fresh metadata in the background, one
+// refresh at a time, so an unknown topic id gets a name soon.
+func (t *telemetry) refreshTopics(p *Proxy, id [16]byte) {
+	if p.ctx == nil || !t.refreshing.CompareAndSwap(false, true) {
+		return
+	}
+	go func() {
+		defer t.refreshing.Store(false)
+		ctx, cancel := context.WithTimeout(p.ctx, 10*time.Second)
+		defer cancel()
+		if _, err := p.TopicName(ctx, id); err != nil {
+			t.log.Debug("topic id still unknown after a metadata refresh; its traffic is not counted", "topic_id", fmt.Sprintf("%x", id), "err", err)
+		}
+	}()
 }
 
 // run flushes every FlushInterval until ctx ends, then once more.
@@ -144,6 +187,7 @@ func (t *telemetry) run(ctx context.Context) {
 			return
 		case now := <-tick.C:
 			t.flush(now)
+			t.forget()
 			t.groups.expire(now.Add(-membershipTTL))
 		}
 	}
