@@ -222,14 +222,7 @@ func (o *connObs) observeSoftware(version int16, body []byte, id *identity) {
 // edge returns the counters for topic (name or id) in dir, from the cache
 // or, on a miss, from the proxy-wide table.
 func (o *connObs) edge(ec *edgeCache, topic []byte, topicID [16]byte, consume bool) *edgeCounters {
-	id := o.ident.Load()
-	gen := uint64(0)
-	if consume {
-		gen = o.t.groups.gen.Load()
-	}
-	if ec.ident != id || ec.gen != gen {
-		ec.reset(id, gen)
-	}
+	id := ec.ident
 	if topic == nil {
 		if e := ec.byID[topicID]; e != nil {
 			return e
@@ -263,6 +256,21 @@ func (o *connObs) edge(ec *edgeCache, topic []byte, topicID [16]byte, consume bo
 	return e
 }
 
+// freshen empties ec if the connection's identity or (for consume edges)
+// the group memberships changed since it was filled. It runs at the start of
+// a walk, never inside one, so the edge a walk is adding to keeps the
+// cache's reference until the walk's counts are in.
+func (o *connObs) freshen(ec *edgeCache, consume bool) {
+	id := o.ident.Load()
+	gen := uint64(0)
+	if consume {
+		gen = o.t.groups.gen.Load()
+	}
+	if ec.ident != id || ec.gen != gen {
+		ec.reset(id, gen)
+	}
+}
+
 // close drops the connection's references to its edges, so that edges no
 // connection uses can be forgotten once flushed.
 func (o *connObs) close() {
@@ -282,6 +290,7 @@ func (o *connObs) walkProduce(version int16, body []byte) {
 }
 
 func (a *topicAcc) begin() {
+	a.o.freshen(a.ec, a.consume)
 	a.cur, a.curName, a.curID, a.acc, a.errs, a.bad = nil, a.curName[:0], [16]byte{}, protocol.BatchStats{}, 0, false
 }
 
@@ -395,6 +404,7 @@ func (o *connObs) walkFetch(version int16, body []byte) {
 }
 
 func (o *connObs) walkProduceResponse(version int16, body []byte) {
+	o.freshen(&o.respErrCache, false)
 	err := walkProduceErrors(version, body, o.produceError)
 	if err != nil {
 		o.t.m.observeErrors.Inc()
