@@ -75,6 +75,18 @@ func (r *groupRegistry) seen(k memberKey, group, memberID string, topics []strin
 	}
 }
 
+// touch refreshes k's existing membership of group, reporting whether
+// there was one. It allocates nothing: heartbeats call it.
+func (r *groupRegistry) touch(k memberKey, group []byte, now time.Time) bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if m := r.members[k][string(group)]; m != nil {
+		m.last = now
+		return true
+	}
+	return false
+}
+
 // left forgets k's membership of group (LeaveGroup).
 func (r *groupRegistry) left(k memberKey, group string) {
 	r.mu.Lock()

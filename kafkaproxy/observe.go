@@ -1,6 +1,7 @@
 package kafkaproxy
 
 import (
+	"encoding/binary"
 	"io"
 	"net"
 	"sync/atomic"
@@ -446,6 +447,15 @@ const (
 // come a few times per member every few seconds, so decoding them with kmsg
 // (which allocates) is fine.
 func (o *connObs) observeGroup(key, version int16, body []byte, id *identity) {
+	if key == heartbeatKey {
+		// The most frequent group request (every few seconds per
+		// member) only refreshes a membership: read just the group id,
+		// without allocating, and decode in full only when the
+		// membership is new.
+		if g, ok := heartbeatGroup(version, body); ok && o.t.groups.touch(memberKey{id.principal, id.clientID, id.host}, g, time.Now()) {
+			return
+		}
+	}
 	req := kmsg.RequestForKey(key)
 	if req == nil {
 		return
@@ -525,4 +535,24 @@ func appName(principal, clientID string) string {
 		return clientID
 	}
 	return principal + "/" + clientID
+}
+
+// heartbeatGroup reads the group id at the start of a Heartbeat request
+// body: a string, compact from v4.
+func heartbeatGroup(version int16, body []byte) ([]byte, bool) {
+	if version >= 4 {
+		n, k := binary.Uvarint(body)
+		if k <= 0 || n == 0 || n-1 > uint64(len(body)-k) {
+			return nil, false
+		}
+		return body[k : k+int(n-1)], true
+	}
+	if len(body) < 2 {
+		return nil, false
+	}
+	n := int(int16(binary.BigEndian.Uint16(body)))
+	if n < 0 || n > len(body)-2 {
+		return nil, false
+	}
+	return body[2 : 2+n], true
 }

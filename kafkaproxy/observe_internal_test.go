@@ -141,3 +141,36 @@ func FuzzWalkProduceErrors(f *testing.F) {
 		_ = walkProduceErrors(v, body, func([]byte, [16]byte, int16) {})
 	})
 }
+
+func TestHeartbeatGroup(t *testing.T) {
+	for v := int16(0); v <= 4; v++ {
+		req := kmsg.NewPtrHeartbeatRequest()
+		req.SetVersion(v)
+		req.Group, req.MemberID, req.Generation = "billing", "m-1", 3
+		body := req.AppendTo(nil)
+		g, ok := heartbeatGroup(v, body)
+		require.True(t, ok, "v%d", v)
+		assert.Equal(t, "billing", string(g), "v%d", v)
+		for cut := range len(body) {
+			heartbeatGroup(v, body[:cut]) // never panics
+		}
+	}
+	_, ok := heartbeatGroup(4, []byte{0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x01})
+	assert.False(t, ok)
+	_, ok = heartbeatGroup(0, []byte{0x7f, 0xff})
+	assert.False(t, ok)
+}
+
+// TestHeartbeatRefreshAllocatesNothing: once a member's group is known, its
+// heartbeats refresh it without allocating.
+func TestHeartbeatRefreshAllocatesNothing(t *testing.T) {
+	o := benchObs(t)
+	req := kmsg.NewPtrHeartbeatRequest()
+	req.SetVersion(4)
+	req.Group, req.MemberID = "billing", "m-1"
+	body := req.AppendTo(nil)
+	id := o.ident.Load()
+	o.observeGroup(heartbeatKey, 4, body, id)
+	require.Equal(t, "billing", o.t.groups.lookup(memberKey{id.principal, id.clientID, id.host}, "any"))
+	assert.Zero(t, testing.AllocsPerRun(100, func() { o.observeGroup(heartbeatKey, 4, body, id) }))
+}
