@@ -76,6 +76,9 @@ type Config struct {
 	// credentials.
 	UpstreamTLS  *tls.Config
 	UpstreamSASL sasl.Mechanism
+	// Telemetry configures the observe stage: throughput metrics per
+	// topic and client, request durations, and lineage.
+	Telemetry TelemetryConfig
 	// WrapClientConn, when set, wraps every accepted client connection
 	// (tests use it to capture what clients receive).
 	WrapClientConn func(net.Conn) net.Conn

@@ -42,6 +42,7 @@ type pending struct {
 	corr         int32
 	local        []byte
 	authz        *authzAfter // set when the policy must see the response (authorize.go)
+	start        time.Time // for the duration histograms; zero when telemetry is off
 }
 
 // conn is one client connection and the upstream connection paired with it.
@@ -71,6 +72,7 @@ type conn struct {
 	owed       atomic.Int32 // responses the client is waiting for
 	nreq       atomic.Int64
 	clientID   string    // first client id seen; set by the request goroutine
+	obs        *connObs  // the observe stage; nil when telemetry is off
 	scratch    []byte    // response rewriting; response goroutine only
 	started    time.Time // for the close log
 
@@ -127,6 +129,7 @@ func (p *Proxy) handle(nc net.Conn, node int32) {
 	c.uw = bufio.NewWriterSize(up, writeBufBytes)
 	c.ur = protocol.NewReader(up, p.cfg.MaxFrameBytes, readBufBytes)
 	c.cw = bufio.NewWriterSize(nc, writeBufBytes)
+	c.obs = p.tel.newConn(c)
 	p.log.Info("kafka connection opened", c.attrs()...)
 
 	idle := time.AfterFunc(p.cfg.IdleTimeout, c.checkIdle)
@@ -137,6 +140,7 @@ func (p *Proxy) handle(nc net.Conn, node int32) {
 	go func() { defer wg.Done(); c.responses() }()
 	c.requests()
 	wg.Wait()
+	c.obs.close()
 	c.logClose()
 }
 
@@ -238,7 +242,8 @@ func (c *conn) requests() {
 		if c.clientID == "" && len(hdr.ClientID) > 0 {
 			c.clientID = string(hdr.ClientID)
 		}
-		p := pending{key: hdr.Key, version: hdr.Version, corr: hdr.CorrelationID}
+		p := pending{key: hdr.Key, version: hdr.Version, corr: hdr.CorrelationID, start: c.obs.now()}
+		c.obs.request(hdr, frame, c.cr.Rest())
 		respond := true
 		switch {
 		case hdr.Key == protocol.ApiVersionsKey && hdr.BodyOffset < 0:
@@ -306,10 +311,11 @@ func (c *conn) requests() {
 				c.close(reasonUpstreamClosed, fmt.Errorf("writing to broker: %w", err))
 				return
 			}
-			if err := c.cr.CopyRest(c.up); err != nil {
+			if err := c.cr.CopyRest(c.obs.reqTo(c.up)); err != nil {
 				c.close(streamFailReason(err, reasonClientClosed, reasonUpstreamClosed), fmt.Errorf("streaming a %s request to the broker: %w", protocol.KeyName(hdr.Key), err))
 				return
 			}
+			c.obs.requestDone()
 			continue
 		}
 		// Batch pipelined requests into one write; flush when the next
@@ -390,6 +396,7 @@ func (c *conn) responses() {
 				return
 			}
 			out = c.ur.Frame()
+			c.obs.response(p, body, c.ur.Rest())
 			rewritten, err := c.rewrite(p, body)
 			if err != nil {
 				c.close(reasonRewrite, fmt.Errorf("rewriting %s v%d response: %w", protocol.KeyName(p.key), p.version, err))
@@ -416,13 +423,16 @@ func (c *conn) responses() {
 				c.close(reasonClientClosed, err)
 				return
 			}
-			if err := c.ur.CopyRest(c.client); err != nil {
+			if err := c.ur.CopyRest(c.obs.respTo(c.client)); err != nil {
 				c.close(streamFailReason(err, reasonUpstreamClosed, reasonClientClosed), fmt.Errorf("streaming a %s response to the client: %w", protocol.KeyName(p.key), err))
 				return
 			}
 			c.p.m.bytesOut.Add(float64(rest))
 		}
 		c.p.m.bytesOut.Add(float64(len(out)))
+		if p.local == nil {
+			c.obs.responseDone(p)
+		}
 		c.owed.Add(-1)
 		if len(c.inflight) == 0 || !c.ur.HasFrame() {
 			if err := c.cw.Flush(); err != nil {
