@@ -42,7 +42,7 @@ type pending struct {
 	corr         int32
 	local        []byte
 	authz        *authzAfter // set when the policy must see the response (authorize.go)
-	start        time.Time // for the duration histograms; zero when telemetry is off
+	start        time.Time   // for the duration histograms; zero when telemetry is off
 }
 
 // conn is one client connection and the upstream connection paired with it.

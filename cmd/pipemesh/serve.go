@@ -7,8 +7,8 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"os"
 	"net/url"
+	"os"
 	"strings"
 	"sync"
 	"time"
@@ -125,10 +125,10 @@ type settings struct {
 	security    securitySettings
 	// flight is the Flight proxy's config; nil when it is off. noKafka
 	// turns the Kafka proxy off (only Flight upstreams configured).
-	flight   *flightproxy.Config
-	noKafka  bool
-	onFlight func(*flightproxy.Proxy) // called once the Flight proxy listens
-	telemetry   telemetrySettings
+	flight    *flightproxy.Config
+	noKafka   bool
+	onFlight  func(*flightproxy.Proxy) // called once the Flight proxy listens
+	telemetry telemetrySettings
 }
 
 // resolve merges the config file (if any) under the flags the user set.
