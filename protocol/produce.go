@@ -1,6 +1,7 @@
 package protocol
 
 import (
+	"encoding/binary"
 	"fmt"
 
 	"github.com/twmb/franz-go/pkg/kbin"
@@ -61,6 +62,7 @@ func WalkProduceRequest(version int16, body []byte, fn func(PartitionData)) erro
 		}
 		for np := arrayLen(&b, flexible); np > 0 && b.Ok(); np-- {
 			pd.Partition = b.Int32()
+			pd.RecordsAt = len(body) - len(b.Src)
 			if flexible {
 				pd.Records = b.CompactNullableBytes()
 				skipTags(&b)
@@ -91,4 +93,62 @@ func arrayLen(b *kbin.Reader, flexible bool) int32 {
 		return b.CompactArrayLen()
 	}
 	return b.ArrayLen()
+}
+
+// RewriteProduceRequest appends to dst the Produce request body (v3+) with
+// the records of some partitions replaced: fn sees each partition as
+// WalkProduceRequest does and returns the new records and true, or false to
+// keep them. The records fn returns are copied before fn is called again, so
+// fn may reuse one buffer. Everything else (transactional id, acks, names,
+// ids, tagged fields) is copied verbatim; only the records' length prefixes
+// change. An error leaves dst as it was.
+func RewriteProduceRequest(dst []byte, version int16, body []byte, fn func(PartitionData) ([]byte, bool)) ([]byte, error) {
+	start := len(dst)
+	flexible := version >= 9
+	done := 0 // body bytes copied so far
+	var ferr error
+	err := WalkProduceRequest(version, body, func(pd PartitionData) {
+		if ferr != nil || pd.Records == nil {
+			return
+		}
+		recs, ok := fn(pd)
+		if !ok {
+			return
+		}
+		// The records end where their prefix ends plus their length; the
+		// prefix is whatever lies between RecordsAt and there.
+		end := pd.RecordsAt + prefixLen(body[pd.RecordsAt:], flexible) + len(pd.Records)
+		if end > len(body) || pd.RecordsAt < done {
+			ferr = fmt.Errorf("%w: Produce v%d records of partition %d out of place", ErrMalformed, version, pd.Partition)
+			return
+		}
+		dst = append(dst, body[done:pd.RecordsAt]...)
+		if flexible {
+			dst = binary.AppendUvarint(dst, uint64(len(recs))+1)
+		} else {
+			dst = binary.BigEndian.AppendUint32(dst, uint32(len(recs)))
+		}
+		dst = append(dst, recs...)
+		done = end
+	})
+	if err == nil {
+		err = ferr
+	}
+	if err != nil {
+		return dst[:start], err
+	}
+	return append(dst, body[done:]...), nil
+}
+
+// prefixLen is the size of the length prefix at the start of b: an int32, or
+// a uvarint in flexible versions (which a peer may encode non-minimally).
+func prefixLen(b []byte, flexible bool) int {
+	if !flexible {
+		return 4
+	}
+	_, n := binary.Uvarint(b)
+	if n <= 0 {
+		return len(b) + 1 // caught by the caller's bounds check
+	}
+	return n
 }
