@@ -40,6 +40,7 @@ type pending struct {
 	key, version int16
 	corr         int32
 	local        []byte
+	sh           shapeState
 }
 
 // conn is one client connection and the upstream connection paired with it.
@@ -70,6 +71,7 @@ type conn struct {
 	nreq       atomic.Int64
 	clientID   string    // first client id seen; set by the request goroutine
 	scratch    []byte    // response rewriting; response goroutine only
+	sh         connShaping
 	started    time.Time // for the close log
 }
 
@@ -84,9 +86,11 @@ func (p *Proxy) handle(nc net.Conn, node int32) {
 		done:     make(chan struct{}),
 		started:  time.Now(),
 	}
+	c.sh.init()
 	c.touch()
 	p.track(c, true)
 	defer p.track(c, false)
+	defer c.closeShaping()
 
 	up, addr, err := p.dialUpstream(node)
 	c.upAddr = addr
@@ -189,7 +193,12 @@ func (c *conn) logClose() {
 // finish what is owed.
 func (c *conn) requests() {
 	defer close(c.inflight)
+	var held int64 // budget for the frame being forwarded
+	defer func() { c.p.sh.budget.release(held) }()
 	for {
+		if !c.waitToRead() {
+			return
+		}
 		frame, err := c.cr.NextHead(streamHeadBytes)
 		if errors.Is(err, io.EOF) {
 			// The client is done sending. Whatever it is owed still goes
@@ -236,6 +245,16 @@ func (c *conn) requests() {
 			}
 			respond = acks != 0 // the broker sends nothing for acks=0
 		}
+		out := raw
+		if p.local == nil {
+			var ok bool
+			if out, held, ok, err = c.shapeRequest(&hdr, frame, &p, respond); err != nil {
+				c.failRead(err, reasonClientClosed, reasonClientProtocol, "client")
+				return
+			} else if !ok {
+				return
+			}
+		}
 		if respond {
 			c.owed.Add(1)
 			select {
@@ -263,11 +282,14 @@ func (c *conn) requests() {
 			}
 			continue
 		}
-		if _, err := c.uw.Write(raw); err != nil {
+		_, err = c.uw.Write(out)
+		c.p.sh.budget.release(held)
+		held = 0
+		if err != nil {
 			c.close(reasonUpstreamClosed, fmt.Errorf("writing to broker: %w", err))
 			return
 		}
-		c.cr.Release() // bufio.Writer keeps no reference to raw
+		c.cr.Release() // bufio.Writer keeps no reference to out
 		if c.cr.Rest() > 0 {
 			if err := c.uw.Flush(); err != nil {
 				c.close(reasonUpstreamClosed, fmt.Errorf("writing to broker: %w", err))
@@ -331,6 +353,8 @@ func (c *conn) failRead(err error, closedReason, protocolReason, side string) {
 
 // responses writes one response per pending request, in order.
 func (c *conn) responses() {
+	var held int64 // budget for a response read whole
+	defer func() { c.p.sh.budget.release(held) }()
 	for p := range c.inflight {
 		var out []byte
 		if p.local != nil {
@@ -338,9 +362,13 @@ func (c *conn) responses() {
 		} else {
 			var body []byte
 			var err error
-			if streamable(p) {
+			if streamable(p) && !p.sh.whole {
 				body, err = c.ur.NextHead(streamHeadBytes)
 			} else {
+				var ok bool
+				if held, ok = c.holdResponse(); !ok {
+					return
+				}
 				body, err = c.ur.Next()
 			}
 			if err != nil {
@@ -366,6 +394,7 @@ func (c *conn) responses() {
 				out = rewritten
 				c.p.m.rewrites.WithLabelValues(protocol.KeyName(p.key)).Inc()
 			}
+			out = c.shapeResponse(&p, out)
 		}
 		if _, err := c.cw.Write(out); err != nil {
 			c.close(reasonClientClosed, err)
@@ -384,6 +413,8 @@ func (c *conn) responses() {
 			c.p.m.bytesOut.Add(float64(rest))
 		}
 		c.p.m.bytesOut.Add(float64(len(out)))
+		c.responseDone(&p, held)
+		held = 0
 		c.owed.Add(-1)
 		if len(c.inflight) == 0 || !c.ur.HasFrame() {
 			if err := c.cw.Flush(); err != nil {
