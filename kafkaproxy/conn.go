@@ -69,8 +69,8 @@ type conn struct {
 	lastActive atomic.Int64 // unix nanos of the last frame either way
 	owed       atomic.Int32 // responses the client is waiting for
 	nreq       atomic.Int64
-	clientID   string    // first client id seen; set by the request goroutine
-	scratch    []byte    // response rewriting; response goroutine only
+	clientID   string // first client id seen; set by the request goroutine
+	scratch    []byte // response rewriting; response goroutine only
 	sh         connShaping
 	started    time.Time // for the close log
 }

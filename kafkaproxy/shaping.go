@@ -60,10 +60,10 @@ type connShaping struct {
 	comp        connCompression
 	pq          *principalQuotas // request goroutine only
 	pqShared    atomic.Pointer[principalQuotas]
-	throttleBuf []byte           // response goroutine only
-	pauseUntil  atomic.Int64     // unix nanos until which the client is not read
-	inflight    atomic.Int64     // request bytes the broker has not answered
-	room        chan struct{}    // a response gave in-flight bytes back
+	throttleBuf []byte        // response goroutine only
+	pauseUntil  atomic.Int64  // unix nanos until which the client is not read
+	inflight    atomic.Int64  // request bytes the broker has not answered
+	room        chan struct{} // a response gave in-flight bytes back
 }
 
 func (s *connShaping) init() { s.room = make(chan struct{}, 1) }
