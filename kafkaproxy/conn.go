@@ -69,10 +69,11 @@ type conn struct {
 	lastActive atomic.Int64 // unix nanos of the last frame either way
 	owed       atomic.Int32 // responses the client is waiting for
 	nreq       atomic.Int64
-	clientID   string // first client id seen; set by the request goroutine
-	scratch    []byte // response rewriting; response goroutine only
-	sh         connShaping
+	clientID   string    // first client id seen; set by the request goroutine
+	scratch    []byte    // response rewriting; response goroutine only
 	started    time.Time // for the close log
+
+	sh connShaping // quotas, recompression, memory limits (shaping.go)
 }
 
 func (p *Proxy) handle(nc net.Conn, node int32) {
