@@ -123,6 +123,7 @@ func (f *serveFlags) resolve(fs *flag.FlagSet) (*settings, error) {
 	if !set["max-in-flight"] && k.MaxInFlight != 0 {
 		s.proxy.MaxInFlight = k.MaxInFlight
 	}
+	applyRules(&s.proxy, &file)
 	if len(s.proxy.Upstreams) == 0 {
 		return nil, errors.New("no upstream Kafka cluster: set --kafka-upstream HOST:PORT (or kafka.upstream in --config); " +
 			"for a local one, run 'pipemesh broker' and use --kafka-upstream 127.0.0.1:9092")
