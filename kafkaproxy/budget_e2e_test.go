@@ -147,7 +147,7 @@ func TestMemoryBudgetStalledConsumers(t *testing.T) {
 		return kmsg.NewRequestFormatter(kmsg.FormatterClientID("stalled")).AppendRequest(nil, req, corr)
 	}
 	// What the broker answers, for comparison.
-	want := recordsOf(t, roundTripRaw(t, upstream, fetch(1)))
+	want := recordsOf(t, rawRoundTrip(t, upstream, fetch(1)))
 	require.Greater(t, len(want), respSize/2)
 	wantSum := sha256.Sum256(want)
 	direct.Close()
@@ -193,7 +193,7 @@ func TestMemoryBudgetStalledConsumers(t *testing.T) {
 			require.NoError(t, c.SetReadDeadline(time.Now().Add(time.Minute)))
 			r := bufio.NewReaderSize(c, 1<<20)
 			for j := range perConn {
-				body, err := readFrameErr(r)
+				body, err := rawReadFrameErr(r)
 				if !assert.NoError(t, err, "conn %d response %d", i, j) {
 					return
 				}
@@ -227,14 +227,14 @@ func startProxyOnly(t *testing.T, upstreams []string, fn func(*kafkaproxy.Config
 	return e
 }
 
-func readFrame(t *testing.T, r io.Reader) []byte {
+func rawReadFrame(t *testing.T, r io.Reader) []byte {
 	t.Helper()
-	body, err := readFrameErr(r)
+	body, err := rawReadFrameErr(r)
 	require.NoError(t, err)
 	return body
 }
 
-func readFrameErr(r io.Reader) ([]byte, error) {
+func rawReadFrameErr(r io.Reader) ([]byte, error) {
 	var sz [4]byte
 	if _, err := io.ReadFull(r, sz[:]); err != nil {
 		return nil, err
@@ -244,14 +244,14 @@ func readFrameErr(r io.Reader) ([]byte, error) {
 	return body, err
 }
 
-func roundTripRaw(t *testing.T, addr string, frame []byte) []byte {
+func rawRoundTrip(t *testing.T, addr string, frame []byte) []byte {
 	t.Helper()
 	c, err := net.Dial("tcp", addr)
 	require.NoError(t, err)
 	defer c.Close()
 	_, err = c.Write(frame)
 	require.NoError(t, err)
-	return readFrame(t, c)
+	return rawReadFrame(t, c)
 }
 
 // recordsOf returns the record bytes of a Fetch v16 response body.
@@ -288,7 +288,7 @@ func TestInflightCapPerConnection(t *testing.T) {
 	require.NoError(t, cl.ProduceSync(ctx, recs...).FirstErr())
 	assert.Positive(t, proxyCounter(t, e, "pipemesh_kafka_inflight_cap_waits_total", "", ""), "the cap held a connection back")
 	assert.Zero(t, proxyCounter(t, e, "pipemesh_kafka_inflight_request_bytes", "", ""), "in-flight bytes all given back once answered")
-	seen := consumeKeys(ctx, t, e, "capped", n)
+	seen := quotaConsumeKeys(ctx, t, e, "capped", n)
 	assert.Len(t, seen, n)
 	for k, c := range seen {
 		assert.Equal(t, 1, c, "key %s", k)

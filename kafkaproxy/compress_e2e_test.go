@@ -357,7 +357,7 @@ func TestCompressionTransactionsAndIdempotence(t *testing.T) {
 	require.NoError(t, sp.Close())
 
 	byCodec, control, txnBatches := storedBatches(ctx, t, e, topic, partitions)
-	assert.Equal(t, []protocol.Codec{protocol.CodecZstd}, keys(byCodec), "stored codecs")
+	assert.Equal(t, []protocol.Codec{protocol.CodecZstd}, compressMapKeys(byCodec), "stored codecs")
 	assert.Positive(t, control, "transaction markers")
 	assert.Positive(t, txnBatches, "batches with the transactional bit")
 
@@ -382,7 +382,7 @@ func TestCompressionTransactionsAndIdempotence(t *testing.T) {
 	e2eNoProtocolErrors(t, e)
 }
 
-func keys[K comparable, V any](m map[K]V) []K {
+func compressMapKeys[K comparable, V any](m map[K]V) []K {
 	var out []K
 	for k := range m {
 		out = append(out, k)

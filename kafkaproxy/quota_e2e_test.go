@@ -88,7 +88,7 @@ func (tp *timedProducer) run(ctx context.Context, name string, valueBytes int, d
 
 // consumeKeys reads topic from the start through the proxy until it has n
 // records, and returns how often each key came.
-func consumeKeys(ctx context.Context, t *testing.T, e *env, topic string, n int) map[string]int {
+func quotaConsumeKeys(ctx context.Context, t *testing.T, e *env, topic string, n int) map[string]int {
 	t.Helper()
 	cl := e2eClient(t, e, kgo.ConsumeTopics(topic), kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()))
 	seen := map[string]int{}
@@ -145,7 +145,7 @@ func TestQuotaProduceHeldWhileOthersRun(t *testing.T) {
 		tp.p.mu.Lock()
 		acked := tp.p.acked
 		tp.p.mu.Unlock()
-		seen := consumeKeys(ctx, t, e, tp.topic, len(acked))
+		seen := quotaConsumeKeys(ctx, t, e, tp.topic, len(acked))
 		assert.Len(t, seen, len(acked), "%s: records stored vs acknowledged", tp.topic)
 		for k, n := range seen {
 			assert.Equal(t, 1, n, "%s: key %s stored %d times", tp.topic, k, n)
@@ -247,6 +247,6 @@ func TestQuotaRequestRate(t *testing.T) {
 	}
 	assert.Positive(t, hook.n.Load(), "kgo's throttle hook fired")
 	assert.Positive(t, proxyCounter(t, e, "pipemesh_kafka_throttle_seconds_total", "quota", "request"))
-	seen := consumeKeys(ctx, t, e, "rr", 60)
+	seen := quotaConsumeKeys(ctx, t, e, "rr", 60)
 	assert.Equal(t, 60, seen[""], "every record stored once")
 }
