@@ -81,38 +81,14 @@ type shapeState struct {
 // comes). Requests batched for the broker are flushed first: their answers
 // are what ends the wait. It returns false when the connection closes.
 func (c *conn) waitToRead() bool {
+	if !c.waitThrottled() {
+		return false
+	}
 	sh := &c.sh
-	flushed := false
-	flush := func() bool {
-		if flushed {
-			return true
-		}
-		flushed = true
-		if err := c.uw.Flush(); err != nil {
-			c.close(reasonUpstreamClosed, fmt.Errorf("writing to broker: %w", err))
-			return false
-		}
-		return true
-	}
-	if until := sh.pauseUntil.Load(); until != 0 {
-		if d := time.Until(time.Unix(0, until)); d > 0 {
-			if !flush() {
-				return false
-			}
-			c.p.sh.m.throttlePauses.Inc()
-			t := time.NewTimer(d)
-			select {
-			case <-t.C:
-			case <-c.done:
-				t.Stop()
-				return false
-			}
-		}
-	}
 	if sh.inflight.Load() < c.p.sh.inflightCap || c.owed.Load() == 0 {
 		return true
 	}
-	if !flush() {
+	if !c.flushUpstream() {
 		return false
 	}
 	c.p.sh.m.inflightCapWaits.Inc()
@@ -122,6 +98,41 @@ func (c *conn) waitToRead() bool {
 		case <-c.done:
 			return false
 		}
+	}
+	return true
+}
+
+// waitThrottled waits out a throttle pause. It runs before a request is
+// read and again before one is forwarded: a throttle that began while the
+// request goroutine was already waiting for the next frame holds that frame
+// back, as a broker's muted channel leaves it unread in the socket.
+func (c *conn) waitThrottled() bool {
+	until := c.sh.pauseUntil.Load()
+	if until == 0 {
+		return true
+	}
+	d := time.Until(time.Unix(0, until))
+	if d <= 0 {
+		return true
+	}
+	if !c.flushUpstream() {
+		return false
+	}
+	c.p.sh.m.throttlePauses.Inc()
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return true
+	case <-c.done:
+		return false
+	}
+}
+
+func (c *conn) flushUpstream() bool {
+	if err := c.uw.Flush(); err != nil {
+		c.close(reasonUpstreamClosed, fmt.Errorf("writing to broker: %w", err))
+		return false
 	}
 	return true
 }
@@ -154,6 +165,9 @@ func (c *conn) shapeRequest(hdr *protocol.RequestHeader, frame []byte, p *pendin
 			held = 0
 		}
 	}()
+	if !c.waitThrottled() {
+		return nil, 0, false, nil
+	}
 	pq := c.quotasFor()
 	if pq != nil {
 		if hdr.Key == protocol.ProduceKey && !pq.produce.empty() && hdr.BodyOffset >= 0 {
