@@ -8,6 +8,7 @@ package kafkaproxy_test
 import (
 	"context"
 	"fmt"
+	"os/exec"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -156,7 +157,14 @@ func storedBatches(ctx context.Context, t *testing.T, e *env, topic string, part
 // read back exactly what was sent; the broker holds only zstd batches; a
 // topic without a rule keeps what the client sent.
 func TestCompressionE2E(t *testing.T) {
-	kcat := externalTool(t, "kcat")
+	kcat, lookErr := exec.LookPath("kcat")
+	if lookErr != nil {
+		if requireExternal() {
+			t.Fatalf("kcat is not installed and PIPEMESH_REQUIRE_EXTERNAL=1: %v", lookErr)
+		}
+		t.Logf("kcat is not installed: its producer and consumer are left out (set PIPEMESH_REQUIRE_EXTERNAL=1 to fail instead)")
+		kcat = ""
+	}
 	const (
 		topic      = "logs.app"
 		plain      = "metrics.raw"
@@ -209,6 +217,9 @@ func TestCompressionE2E(t *testing.T) {
 	}
 	// kcat (librdkafka), every codec.
 	for _, name := range codecNames {
+		if kcat == "" {
+			break
+		}
 		src := "kcat-" + name
 		var in strings.Builder
 		for i := range perCodec {
@@ -287,6 +298,10 @@ func TestCompressionE2E(t *testing.T) {
 	saramaSink.check(t, "sarama")
 
 	// kcat consumer.
+	if kcat == "" {
+		e2eNoProtocolErrors(t, e)
+		return
+	}
 	out := runTool(t, 90*time.Second, nil, kcat, kcatArgs(e.addr,
 		"-C", "-t", topic, "-o", "beginning", "-c", fmt.Sprint(total), "-f", "%k\t%s\t%h\n")...)
 	kcatSink := newTextSink(want)

@@ -250,3 +250,31 @@ func TestQuotaRequestRate(t *testing.T) {
 	seen := quotaConsumeKeys(ctx, t, e, "rr", 60)
 	assert.Equal(t, 60, seen[""], "every record stored once")
 }
+
+// TestQuotaAcksZero: Produce with acks=0 has no response to carry a
+// throttle, so the proxy pauses the connection at once; every record still
+// reaches the broker, in order.
+func TestQuotaAcksZero(t *testing.T) {
+	const n = 200
+	e := startEnv(t, withTopic("fire", 1), withQuotas(kafkaproxy.QuotaRule{Principal: "User:*", ProduceBytesPerSecond: 256 << 10}))
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	cl := e2eClient(t, e, kgo.DefaultProduceTopic("fire"), kgo.RequiredAcks(kgo.NoAck()), kgo.DisableIdempotentWrite(),
+		kgo.ProducerBatchCompression(kgo.NoCompression()), kgo.ProducerLinger(0))
+	value := make([]byte, 8<<10)
+	for i := range n {
+		require.NoError(t, cl.ProduceSync(ctx, &kgo.Record{Key: fmt.Appendf(nil, "%05d", i), Value: value}).FirstErr())
+	}
+	require.NoError(t, cl.Flush(ctx)) // written to the socket: the proxy may not have read it yet
+	cons := e2eClient(t, e, kgo.ConsumeTopics("fire"), kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()))
+	next := 0
+	for next < n {
+		fs := cons.PollFetches(ctx)
+		require.NoError(t, ctx.Err(), "consumed %d of %d", next, n)
+		fs.EachRecord(func(r *kgo.Record) {
+			assert.Equal(t, fmt.Sprintf("%05d", next), string(r.Key), "records in order, none lost")
+			next++
+		})
+	}
+	assert.Positive(t, proxyCounter(t, e, "pipemesh_kafka_throttle_pauses_total", "", ""), "the proxy paused the acks=0 producer")
+}
