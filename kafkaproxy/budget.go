@@ -13,42 +13,62 @@ import (
 // more than is free waits (and so reads nothing more from its peer: TCP
 // backpressure) until others give memory back. Nothing is dropped and
 // nothing reordered; waiting is the only effect.
+//
+// The budget is split in two halves, one for requests and one for
+// responses, so that the two never wait on each other. A request held
+// whole waits, while it is written, for the broker to read it; a broker
+// reads a connection's next request only once it has written the previous
+// response, which the proxy reads only once it has memory for it. If
+// responses could wait for memory that requests hold, one full budget would
+// deadlock every connection caught in that cycle. Responses wait only on
+// other responses, which wait only on their clients.
 type budget struct {
+	requests, responses pool
+}
+
+// pool is one half of the budget.
+type pool struct {
 	total int64
+	m     *shapeMetrics
 
 	mu      sync.Mutex
 	used    int64
 	changed chan struct{} // closed and replaced whenever memory is given back
-	m       *shapeMetrics
 }
 
 func newBudget(total int64, m *shapeMetrics) *budget {
 	m.budgetTotal.Set(float64(total))
-	return &budget{total: total, changed: make(chan struct{}), m: m}
+	b := &budget{}
+	b.requests = pool{total: total / 2, m: m, changed: make(chan struct{})}
+	b.responses = pool{total: total - total/2, m: m, changed: make(chan struct{})}
+	return b
 }
+
+// inUse is how many bytes are held now, both halves.
+func (b *budget) inUse() int64 { return b.requests.inUse() + b.responses.inUse() }
 
 // acquire takes n bytes, waiting until they are free or done closes (then
 // it returns false and takes nothing). A request for more than the whole
-// budget is granted when nothing else is held, so that one large frame
+// pool is granted when nothing else is held in it, so that one large frame
 // cannot wait forever.
-func (b *budget) acquire(n int64, done <-chan struct{}) bool {
+func (p *pool) acquire(n int64, done <-chan struct{}) bool {
 	if n <= 0 {
 		return true
 	}
 	waited := false
 	for {
-		b.mu.Lock()
-		if b.used+n <= b.total || b.used == 0 {
-			b.used += n
-			b.m.budgetUsed.Set(float64(b.used))
-			b.mu.Unlock()
+		p.mu.Lock()
+		if p.used+n <= p.total || p.used == 0 {
+			p.used += n
+			p.mu.Unlock()
+			p.m.budgetUsed.Add(float64(n))
 			return true
 		}
-		ch := b.changed
-		b.mu.Unlock()
+		ch := p.changed
+		p.mu.Unlock()
 		if !waited {
 			waited = true
-			b.m.budgetWaits.Inc()
+			p.m.budgetWaits.Inc()
 		}
 		select {
 		case <-ch:
@@ -59,23 +79,23 @@ func (b *budget) acquire(n int64, done <-chan struct{}) bool {
 }
 
 // release gives n bytes back and wakes every waiter to try again.
-func (b *budget) release(n int64) {
+func (p *pool) release(n int64) {
 	if n <= 0 {
 		return
 	}
-	b.mu.Lock()
-	b.used -= n
-	b.m.budgetUsed.Set(float64(b.used))
-	close(b.changed)
-	b.changed = make(chan struct{})
-	b.mu.Unlock()
+	p.mu.Lock()
+	p.used -= n
+	close(p.changed)
+	p.changed = make(chan struct{})
+	p.mu.Unlock()
+	p.m.budgetUsed.Sub(float64(n))
 }
 
 // inUse is how many bytes are held now.
-func (b *budget) inUse() int64 {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.used
+func (p *pool) inUse() int64 {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.used
 }
 
 // defaultMemoryBytes is a quarter of the memory the process may use: the

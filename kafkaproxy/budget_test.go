@@ -12,7 +12,16 @@ import (
 func TestBudget(t *testing.T) {
 	m, err := newShapeMetrics(prometheus.NewRegistry())
 	require.NoError(t, err)
-	b := newBudget(100, m)
+	whole := newBudget(200, m)
+	assert.Equal(t, int64(100), whole.requests.total, "half for requests")
+	assert.Equal(t, int64(100), whole.responses.total, "half for responses")
+	require.True(t, whole.requests.acquire(100, nil))
+	require.True(t, whole.responses.acquire(100, nil), "responses never wait for memory requests hold")
+	assert.Equal(t, int64(200), whole.inUse())
+	whole.requests.release(100)
+	whole.responses.release(100)
+
+	b := &whole.requests
 	never := make(chan struct{})
 
 	require.True(t, b.acquire(60, never))

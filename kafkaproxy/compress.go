@@ -93,7 +93,7 @@ func (c *conn) compressProduce(hdr *protocol.RequestHeader, frame []byte) (out [
 	// from the request's size (a batch that inflates more is still capped
 	// by the decompression cap).
 	extra := int64(2 * len(raw))
-	if !c.p.sh.budget.acquire(extra, c.done) {
+	if !c.p.sh.budget.requests.acquire(extra, c.done) {
 		return nil, held, false, nil
 	}
 	held += extra

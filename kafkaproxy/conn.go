@@ -195,7 +195,7 @@ func (c *conn) logClose() {
 func (c *conn) requests() {
 	defer close(c.inflight)
 	var held int64 // budget for the frame being forwarded
-	defer func() { c.p.sh.budget.release(held) }()
+	defer func() { c.p.sh.budget.requests.release(held) }()
 	for {
 		if !c.waitToRead() {
 			return
@@ -284,7 +284,7 @@ func (c *conn) requests() {
 			continue
 		}
 		_, err = c.uw.Write(out)
-		c.p.sh.budget.release(held)
+		c.p.sh.budget.requests.release(held)
 		held = 0
 		if err != nil {
 			c.close(reasonUpstreamClosed, fmt.Errorf("writing to broker: %w", err))
@@ -355,7 +355,7 @@ func (c *conn) failRead(err error, closedReason, protocolReason, side string) {
 // responses writes one response per pending request, in order.
 func (c *conn) responses() {
 	var held int64 // budget for a response read whole
-	defer func() { c.p.sh.budget.release(held) }()
+	defer func() { c.p.sh.budget.responses.release(held) }()
 	for p := range c.inflight {
 		var out []byte
 		if p.local != nil {

@@ -146,7 +146,7 @@ func (c *conn) readWhole(frame []byte) (body []byte, held int64, ok bool, err er
 		return frame, 0, true, nil
 	}
 	held = int64(len(c.cr.Frame()) + rest)
-	if !c.p.sh.budget.acquire(held, c.done) {
+	if !c.p.sh.budget.requests.acquire(held, c.done) {
 		return nil, 0, false, nil
 	}
 	body, err = c.cr.ReadRest()
@@ -161,7 +161,7 @@ func (c *conn) readWhole(frame []byte) (body []byte, held int64, ok bool, err er
 func (c *conn) shapeRequest(hdr *protocol.RequestHeader, frame []byte, p *pending, respond bool) (out []byte, held int64, ok bool, err error) {
 	defer func() {
 		if !ok || err != nil {
-			c.p.sh.budget.release(held)
+			c.p.sh.budget.requests.release(held)
 			held = 0
 		}
 	}()
@@ -213,7 +213,7 @@ func (c *conn) holdResponse() (held int64, ok bool) {
 		return 0, true // Next reports the error
 	}
 	held = int64(min(n, c.p.cfg.MaxFrameBytes)) + 4
-	return held, c.p.sh.budget.acquire(held, c.done)
+	return held, c.p.sh.budget.responses.acquire(held, c.done)
 }
 
 // shapeResponse charges fetch quotas, announces the throttle in the
@@ -252,7 +252,7 @@ func (s *connShaping) respPQ(c *conn) *principalQuotas {
 
 // responseDone gives back what the response's request held.
 func (c *conn) responseDone(p *pending, held int64) {
-	c.p.sh.budget.release(held)
+	c.p.sh.budget.responses.release(held)
 	if p.sh.size > 0 {
 		c.sh.inflight.Add(-p.sh.size)
 		c.p.sh.m.inflightBytes.Sub(float64(p.sh.size))
