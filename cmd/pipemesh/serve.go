@@ -20,6 +20,10 @@ const serveAbout = `Run the Kafka proxy. Clients use --kafka-listen as their boo
 --broker-port-base + node id, and every address the brokers return is
 rewritten to those listeners. Flags override the keys of --config.
 
+Per-topic recompression of produced batches, quotas (throttled the Kafka way,
+with throttle_time_ms) and the memory budget are set in --config, under
+compression:, quotas: and limits: (docs/compression.md, docs/quotas.md).
+
 Example:
   pipemesh serve --kafka-listen 127.0.0.1:19092 --kafka-upstream 127.0.0.1:9092
   kcat -b 127.0.0.1:19092 -L`
