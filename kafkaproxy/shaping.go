@@ -46,6 +46,9 @@ func newShaping(cfg *Config, reg prometheus.Registerer) (*shaping, error) {
 	if err != nil {
 		return nil, fmt.Errorf("kafkaproxy: %w", err)
 	}
+	cfg.Logger.Info("kafka memory limits and rules", "component", "kafkaproxy",
+		"memory_budget_bytes", lim.MemoryBytes, "max_inflight_bytes_per_connection", lim.MaxInflightBytesPerConnection,
+		"compression_rules", len(cfg.Compression), "quota_rules", len(cfg.Quotas), "recompress_workers", workers)
 	return &shaping{
 		quotas:      newQuotas(cfg.Quotas, m),
 		compress:    z,
