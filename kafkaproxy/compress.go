@@ -73,10 +73,19 @@ func (c *conn) compressProduce(hdr *protocol.RequestHeader, frame []byte) (out [
 	if z == nil || hdr.Version < 3 || hdr.BodyOffset < 0 {
 		return c.cr.Frame(), 0, true, nil
 	}
-	// Which topics the request names is known only once it is all here:
-	// the names of later topics follow earlier records.
-	if frame, held, ok, err = c.readWhole(frame); !ok || err != nil {
-		return nil, held, ok, err
+	// A request streamed past its head is read whole if a topic it names
+	// has a rule, or if the head ends before all its topics are named (their
+	// names follow earlier records); otherwise it streams through.
+	if c.cr.Rest() > 0 {
+		if !c.headNeedsWhole(hdr, frame, func(topic []byte, id [16]byte) bool {
+			t, _ := c.produceTarget(z, &protocol.PartitionData{Topic: topic, TopicID: id})
+			return t != nil
+		}) {
+			return c.cr.Frame(), 0, true, nil
+		}
+		if frame, held, ok, err = c.readWhole(frame); !ok || err != nil {
+			return nil, held, ok, err
+		}
 	}
 	raw := c.cr.Frame()
 	body := frame[hdr.BodyOffset:]

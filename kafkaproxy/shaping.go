@@ -156,6 +156,22 @@ func (c *conn) readWhole(frame []byte) (body []byte, held int64, ok bool, err er
 	return body, held, true, err
 }
 
+// headNeedsWhole reports whether a Produce request streamed past its head
+// must be read whole for a stage whose rules match is asked about: yes when
+// a topic in the head matches, or when the head ends before the request has
+// named all its topics. A single-topic request to a topic without a rule
+// keeps streaming through (cut-through).
+func (c *conn) headNeedsWhole(hdr *protocol.RequestHeader, frame []byte, match func(topic []byte, id [16]byte) bool) bool {
+	if c.cr.Rest() == 0 {
+		return false
+	}
+	hit := false
+	all := protocol.ProduceTopics(hdr.Version, frame[hdr.BodyOffset:], func(topic []byte, id [16]byte) {
+		hit = hit || match(topic, id)
+	})
+	return hit || !all
+}
+
 // shapeRequest runs the shape (quotas) and transform (recompression) stages
 // on a request whose header is parsed; frame is what NextHead returned. It
 // returns the frame to forward, with its size prefix, and the budget bytes
@@ -173,7 +189,10 @@ func (c *conn) shapeRequest(hdr *protocol.RequestHeader, frame []byte, p *pendin
 	}
 	pq := c.quotasFor()
 	if pq != nil {
-		if hdr.Key == protocol.ProduceKey && !pq.produce.empty() && hdr.BodyOffset >= 0 {
+		if hdr.Key == protocol.ProduceKey && !pq.produce.empty() && hdr.BodyOffset >= 0 && hdr.Version >= 3 &&
+			c.headNeedsWhole(hdr, frame, func(topic []byte, id [16]byte) bool {
+				return c.topicRate(&pq.produce, &protocol.PartitionData{Topic: topic, TopicID: id}) != nil
+			}) {
 			var h int64
 			if frame, h, ok, err = c.readWhole(frame); !ok || err != nil {
 				return nil, h, ok, err

@@ -124,3 +124,29 @@ func fixCRCs(records []byte) {
 		records = records[size:]
 	}
 }
+
+// FuzzProduceTopics checks that the head walk never panics, and that on any
+// prefix of a body it sees a prefix of the topics it sees on the whole.
+func FuzzProduceTopics(f *testing.F) {
+	for _, v := range []int16{3, 9, 13} {
+		f.Add(v, produceRequestWith(v, 3, 2, v%2 == 1).AppendTo(nil), uint16(40))
+	}
+	f.Fuzz(func(t *testing.T, version int16, body []byte, cut uint16) {
+		version = 3 + int16(uint16(version)%11)
+		var whole, head [][]byte
+		allWhole := ProduceTopics(version, body, func(topic []byte, id [16]byte) { whole = append(whole, append(topic, id[:]...)) })
+		n := min(int(cut), len(body))
+		ProduceTopics(version, body[:n], func(topic []byte, id [16]byte) { head = append(head, append(topic, id[:]...)) })
+		if len(head) > len(whole) {
+			t.Fatalf("%d topics in a %d-byte head, %d in the whole body", len(head), n, len(whole))
+		}
+		for i := range head {
+			if !bytes.Equal(head[i], whole[i]) {
+				t.Fatalf("topic %d differs between head and body", i)
+			}
+		}
+		if WalkProduceRequest(version, body, func(PartitionData) {}) == nil && !allWhole {
+			t.Fatal("the walk accepts the body but not every topic was seen")
+		}
+	})
+}

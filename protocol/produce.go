@@ -38,8 +38,27 @@ func ProduceAcks(version int16, body []byte) (int16, error) {
 // nothing but lengths and names; nothing is copied or decompressed.
 // PartitionData is passed by value so that walking allocates nothing.
 func WalkProduceRequest(version int16, body []byte, fn func(PartitionData)) error {
+	_, _, err := walkProduce(version, body, nil, fn)
+	return err
+}
+
+// ProduceTopics calls fn with each topic a Produce request body (v3+)
+// names, by name or (v13) by id, as far as body goes: for the head of a
+// frame streamed through, which may end inside a partition's records. It
+// reports whether every topic the request names was seen, so a stage can
+// tell from the head alone that no topic of a single-topic request concerns
+// it. Allocation-free; nothing past the names is looked at.
+func ProduceTopics(version int16, body []byte, fn func(topic []byte, id [16]byte)) (all bool) {
+	named, seen, err := walkProduce(version, body, fn, nil)
+	return err == nil || (named > 0 && seen == named)
+}
+
+// walkProduce is the one Produce request walk: onTopic (if not nil) sees
+// each topic as its name is read, fn (if not nil) each whole partition. It
+// returns how many topics the request names and how many were read.
+func walkProduce(version int16, body []byte, onTopic func([]byte, [16]byte), fn func(PartitionData)) (named, seen int, err error) {
 	if version < 3 {
-		return fmt.Errorf("%w: Produce v%d predates transactional ids; only v3+ can be walked", ErrMalformed, version)
+		return 0, 0, fmt.Errorf("%w: Produce v%d predates transactional ids; only v3+ can be walked", ErrMalformed, version)
 	}
 	flexible := version >= 9
 	b := kbin.Reader{Src: body}
@@ -50,7 +69,11 @@ func WalkProduceRequest(version int16, body []byte, fn func(PartitionData)) erro
 	}
 	b.Span(2 + 4) // acks, timeout
 	var pd PartitionData
-	for nt := arrayLen(&b, flexible); nt > 0 && b.Ok(); nt-- {
+	nt := arrayLen(&b, flexible)
+	if b.Ok() {
+		named = int(nt)
+	}
+	for ; nt > 0 && b.Ok(); nt-- {
 		switch {
 		case version >= 13:
 			pd.Topic = nil
@@ -59,6 +82,13 @@ func WalkProduceRequest(version int16, body []byte, fn func(PartitionData)) erro
 			pd.Topic = b.Span(int(b.Uvarint()) - 1)
 		default:
 			pd.Topic = b.Span(int(b.Int16()))
+		}
+		if !b.Ok() {
+			break
+		}
+		seen++
+		if onTopic != nil {
+			onTopic(pd.Topic, pd.TopicID)
 		}
 		for np := arrayLen(&b, flexible); np > 0 && b.Ok(); np-- {
 			pd.Partition = b.Int32()
@@ -69,7 +99,7 @@ func WalkProduceRequest(version int16, body []byte, fn func(PartitionData)) erro
 			} else {
 				pd.Records = b.NullableBytes()
 			}
-			if b.Ok() {
+			if fn != nil && b.Ok() {
 				fn(pd)
 			}
 		}
@@ -81,9 +111,9 @@ func WalkProduceRequest(version int16, body []byte, fn func(PartitionData)) erro
 		skipTags(&b)
 	}
 	if err := b.Complete(); err != nil {
-		return fmt.Errorf("%w: Produce v%d request", ErrMalformed, version)
+		return named, seen, fmt.Errorf("%w: Produce v%d request", ErrMalformed, version)
 	}
-	return nil
+	return named, seen, nil
 }
 
 // arrayLen reads an array length: compact (length+1, as a uvarint) in
