@@ -253,6 +253,7 @@ func TestCompressionE2E(t *testing.T) {
 	after := proxyCounter(t, e, "pipemesh_kafka_recompression_bytes_total", "stage", "after")
 	t.Logf("recompressed %d bytes of batches into %d (ratio %.2f)", int(before), int(after), before/after)
 	assert.Positive(t, after)
+	assert.InDelta(t, before/after, proxyCounter(t, e, "pipemesh_kafka_recompression_ratio", "topic", topic), 0.001)
 
 	total := len(want)
 	// kgo consumer.

@@ -16,6 +16,7 @@ type shapeMetrics struct {
 	recompBatches *prometheus.CounterVec
 	recompSkipped *prometheus.CounterVec
 	recompSeconds prometheus.Counter
+	recompRatio   *prometheus.GaugeVec
 
 	throttleSeconds   *prometheus.CounterVec
 	throttledReplies  *prometheus.CounterVec
@@ -36,6 +37,9 @@ type shapeMetrics struct {
 type topicCompression struct {
 	before, after, batches [protocol.CodecZstd + 1]prometheus.Counter
 	skipped                prometheus.Counter
+	ratio                  prometheus.Gauge
+	mu                     sync.Mutex
+	in, out                int64 // totals, for the ratio
 }
 
 type principalThrottle struct {
@@ -55,6 +59,10 @@ func newShapeMetrics(reg prometheus.Registerer) (*shapeMetrics, error) {
 		recompSkipped: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "pipemesh_kafka_recompression_skipped_batches_total",
 			Help: "Batches a compression rule covered but the proxy forwarded unchanged: wrong CRC, undecodable, or past the decompression cap. The broker judges them.",
+		}, []string{"topic"}),
+		recompRatio: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "pipemesh_kafka_recompression_ratio",
+			Help: "Bytes before over bytes after recompression, per topic, since the proxy started (rate the _bytes_total counters for a window).",
 		}, []string{"topic"}),
 		recompSeconds: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "pipemesh_kafka_recompression_seconds_total", Help: "Wall time spent recompressing on the worker pool (one core per slot).",
@@ -90,7 +98,7 @@ func newShapeMetrics(reg prometheus.Registerer) (*shapeMetrics, error) {
 		topics: make(map[string]*topicCompression),
 		users:  make(map[string]*principalThrottle),
 	}
-	for _, c := range []prometheus.Collector{m.recompBytes, m.recompBatches, m.recompSkipped, m.recompSeconds,
+	for _, c := range []prometheus.Collector{m.recompBytes, m.recompBatches, m.recompSkipped, m.recompSeconds, m.recompRatio,
 		m.throttleSeconds, m.throttledReplies, m.inflightBytes, m.budgetTotal, m.budgetUsed, m.budgetWaits,
 		m.inflightCapWaits, m.throttlePauses, m.throttleRewriteNo} {
 		if err := reg.Register(c); err != nil {
@@ -114,7 +122,7 @@ func (m *shapeMetrics) topic(name []byte, to protocol.Codec) *topicCompression {
 		return t
 	}
 	n := string(name)
-	t = &topicCompression{skipped: m.recompSkipped.WithLabelValues(n)}
+	t = &topicCompression{skipped: m.recompSkipped.WithLabelValues(n), ratio: m.recompRatio.WithLabelValues(n)}
 	for c := protocol.CodecNone; c <= protocol.CodecZstd; c++ {
 		t.before[c] = m.recompBytes.WithLabelValues(n, c.String(), to.String(), "before")
 		t.after[c] = m.recompBytes.WithLabelValues(n, c.String(), to.String(), "after")
@@ -126,12 +134,20 @@ func (m *shapeMetrics) topic(name []byte, to protocol.Codec) *topicCompression {
 
 func (m *shapeMetrics) recompressed(topic []byte, to protocol.Codec, st *protocol.RecompressStats) {
 	t := m.topic(topic, to)
+	var in, out int64
 	for c, b := range st.ByCodec {
 		if b.Batches > 0 {
 			t.before[c].Add(float64(b.In))
 			t.after[c].Add(float64(b.Out))
 			t.batches[c].Add(float64(b.Batches))
+			in, out = in+b.In, out+b.Out
 		}
+	}
+	if out > 0 {
+		t.mu.Lock()
+		t.in, t.out = t.in+in, t.out+out
+		t.ratio.Set(float64(t.in) / float64(t.out))
+		t.mu.Unlock()
 	}
 	if st.Skipped > 0 {
 		t.skipped.Add(float64(st.Skipped))
