@@ -268,12 +268,12 @@ func recordsOf(t *testing.T, body []byte) []byte {
 	return out
 }
 
-// TestInflightCapPerConnection: with a 64 KiB cap on request bytes in
+// TestInflightCapPerConnection: with a 16 KiB cap on request bytes in
 // flight, a producer pipelining larger requests is held back (the proxy
 // stops reading it until answers come) and every record arrives once.
 func TestInflightCapPerConnection(t *testing.T) {
 	e := startEnv(t, withTopic("capped", 3), withProxyConfig(func(c *kafkaproxy.Config) {
-		c.Limits.MaxInflightBytesPerConnection = 64 << 10
+		c.Limits.MaxInflightBytesPerConnection = 16 << 10
 	}))
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
