@@ -7,8 +7,9 @@ import "github.com/pipemesh/pipemesh/policy"
 const anonymous = policy.Anonymous
 
 // principalName is who the client on this connection is, for the stages
-// that label by principal (telemetry, quotas): the SASL or certificate
-// principal, else anonymous. Request goroutine only, like c.principal.
+// that label or limit by principal (telemetry, quotas): the SASL or
+// certificate principal, else anonymous, as on a Kafka listener without
+// authentication. Request goroutine only, like c.principal.
 func (c *conn) principalName() string {
 	if c.principal == "" {
 		return anonymous

@@ -24,6 +24,7 @@ type Proxy struct {
 	tel     *telemetry // nil when telemetry is disabled
 	topics  *TopicIDs
 	brokers *brokerMap
+	sh      *shaping // quotas, recompression, memory limits
 
 	bootstrap net.Listener
 	control   *kgo.Client
@@ -57,7 +58,12 @@ func New(cfg Config) (*Proxy, error) {
 	if err != nil {
 		return nil, fmt.Errorf("kafkaproxy: registering metrics: %w", err)
 	}
+	sh, err := newShaping(&cfg, cfg.Registerer)
+	if err != nil {
+		return nil, err
+	}
 	p := &Proxy{
+		sh:      sh,
 		cfg:     cfg,
 		log:     cfg.Logger.With("component", "kafkaproxy"),
 		m:       m,

@@ -28,6 +28,9 @@ rewritten to those listeners. Flags override the keys of --config.
 With --flight-upstream it also runs the Arrow Flight proxy on --flight-listen
 (or only it, without a Kafka upstream): Flight clients connect there, and every
 FlightInfo endpoint is rewritten to lead back through it. See docs/flight.md.
+Per-topic recompression of produced batches, quotas (throttled the Kafka way,
+with throttle_time_ms) and the memory budget are set in --config, under
+compression:, quotas: and limits: (docs/compression.md, docs/quotas.md).
 
 Examples:
   pipemesh serve --kafka-listen 127.0.0.1:19092 --kafka-upstream 127.0.0.1:9092
@@ -198,6 +201,7 @@ func (f *serveFlags) resolve(fs *flag.FlagSet) (*settings, error) {
 	if err := f.telemetry.resolve(s); err != nil {
 		return nil, err
 	}
+	applyRules(&s.proxy, &file)
 	if s.flight, err = f.flight.resolve(set, file.Flight); err != nil {
 		return nil, err
 	}

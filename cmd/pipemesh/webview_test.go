@@ -234,7 +234,7 @@ func TestDemoLineageGraph(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() {
-		done <- runDemo(ctx, []string{"--status-every", "1h", "--rate", "20", "--kafka-listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0"}, &out, io.Discard)
+		done <- runDemo(ctx, []string{"--status-every", "1h", "--rate", "20", "--kafka-listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0", "--flight-listen", "127.0.0.1:0"}, &out, io.Discard)
 	}()
 	defer func() { cancel(); require.NoError(t, <-done) }()
 	re := regexp.MustCompile(`Lineage web view: +http://(\S+)/lineage`)
