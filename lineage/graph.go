@@ -10,6 +10,7 @@ import (
 	"strings"
 	"sync"
 	"time"
+	"unicode/utf8"
 )
 
 // Config configures a Graph.
@@ -41,6 +42,10 @@ const (
 	maxAttrValues = 32
 	// maxSamples bounds an edge's rate samples (one per flush).
 	maxSamples = 128
+	// maxStatements bounds the statements a node keeps (the most recent
+	// distinct ones) and maxStatementBytes each one's text.
+	maxStatements     = 16
+	maxStatementBytes = 4096
 )
 
 // Node is a node of the graph as the API returns it.
@@ -54,6 +59,9 @@ type Node struct {
 	ClientIDs  []string  `json:"client_ids,omitempty"`
 	Software   []string  `json:"client_software,omitempty"`
 	Hosts      []string  `json:"hosts,omitempty"`
+	// Queries are the most recent distinct statements (Flight SQL text) a
+	// job ran, newest first.
+	Queries []Statement `json:"queries,omitempty"`
 	// Current rates through the node, from its edges (filled by queries).
 	BytesInPerSecond    float64 `json:"bytes_in_per_second"`
 	BytesOutPerSecond   float64 `json:"bytes_out_per_second"`
@@ -154,7 +162,7 @@ func (g *Graph) Observe(obs []Observation) {
 	defer g.mu.Unlock()
 	for i := range obs {
 		o := &obs[i]
-		if o.From.Name == "" || o.To.Name == "" {
+		if o.From.Name == "" || (o.To.Name == "" && o.To != NodeRef{}) {
 			continue
 		}
 		at := o.At
@@ -162,12 +170,19 @@ func (g *Graph) Observe(obs []Observation) {
 			at = g.cfg.Now()
 		}
 		from := g.touchNode(o.From, at)
+		if o.To == (NodeRef{}) {
+			addClient(from, o.Client)
+			addStatement(from, o.Statement, at)
+			continue
+		}
 		to := g.touchNode(o.To, at)
 		switch {
 		case o.From.Type == Application || o.From.Type == Job:
 			addClient(from, o.Client)
+			addStatement(from, o.Statement, at)
 		case o.To.Type == Application || o.To.Type == Group || o.To.Type == Job:
 			addClient(to, o.Client)
+			addStatement(to, o.Statement, at)
 		}
 		id := edgeID{from.ID, to.ID, o.Type}
 		e := g.edges[id]
@@ -214,6 +229,8 @@ func addClient(n *Node, c Client) {
 	n.Hosts = addValue(n.Hosts, c.Host)
 }
 
+// addValue inserts v in the sorted list. It never writes into the old
+// list's array: snapshots share it and are encoded outside the lock.
 func addValue(list []string, v string) []string {
 	if v == "" || len(list) >= maxAttrValues {
 		return list
@@ -222,7 +239,54 @@ func addValue(list []string, v string) []string {
 	if found {
 		return list
 	}
-	return slices.Insert(list, i, v)
+	return slices.Insert(slices.Clip(list), i, v)
+}
+
+// addStatement puts st first in n's statements (counting a repeat), and
+// drops the least recent beyond maxStatements. Like addValue it builds a
+// new slice.
+func addStatement(n *Node, st Statement, at time.Time) {
+	if st.Text == "" {
+		return
+	}
+	st.Text = truncateUTF8(st.Text, maxStatementBytes)
+	if st.Count <= 0 {
+		st.Count = 1
+	}
+	if st.LastSeen.IsZero() {
+		st.LastSeen = at
+	}
+	out := make([]Statement, 0, min(len(n.Queries)+1, maxStatements))
+	out = append(out, st)
+	for _, old := range n.Queries {
+		if old.Text == st.Text {
+			out[0].Count += old.Count
+			if out[0].Command == "" {
+				out[0].Command = old.Command
+			}
+			if old.LastSeen.After(out[0].LastSeen) {
+				out[0].LastSeen = old.LastSeen
+			}
+			continue
+		}
+		if len(out) < maxStatements {
+			out = append(out, old)
+		}
+	}
+	n.Queries = out
+}
+
+// truncateUTF8 cuts s to at most max bytes on a rune boundary, marking
+// the cut with "…".
+func truncateUTF8(s string, max int) string {
+	if len(s) <= max {
+		return s
+	}
+	cut := max - len("…")
+	for cut > 0 && !utf8.RuneStart(s[cut]) {
+		cut--
+	}
+	return s[:cut] + "…"
 }
 
 // rate is an edge's bytes and records per second over the rate window.

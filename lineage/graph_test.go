@@ -2,13 +2,16 @@ package lineage
 
 import (
 	"encoding/json"
+	"fmt"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
 	"path/filepath"
+	"strings"
 	"sync"
 	"testing"
 	"time"
+	"unicode/utf8"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
@@ -295,4 +298,47 @@ func FuzzParseQuery(f *testing.F) {
 		}
 		ParseNodeID(node)
 	})
+}
+
+// TestGraphStatements: a job node keeps its recent distinct statements,
+// newest first, with counts, bounded in number and size; a node-only
+// observation (no To) records a statement without an edge.
+func TestGraphStatements(t *testing.T) {
+	c := newClock()
+	g, err := Open(Config{Now: c.Now})
+	require.NoError(t, err)
+	job := NodeRef{Job, "fare-report"}
+	g.Observe([]Observation{{From: job, At: c.Now(), Client: Client{Principal: "User:alice"},
+		Statement: Statement{Text: "SELECT 1", Command: "sql:CommandStatementQuery"}}})
+	c.Add(time.Second)
+	g.Observe([]Observation{
+		{From: NodeRef{FlightDataset, "trips"}, To: job, Type: Reads, Bytes: 10, Records: 2, At: c.Now(),
+			Statement: Statement{Text: "SELECT 2", Count: 2}},
+		{From: job, At: c.Now(), Statement: Statement{Text: "SELECT 1", Count: 1}},
+	})
+	d, err := g.Node(job.ID())
+	require.NoError(t, err)
+	require.Len(t, d.Node.Queries, 2)
+	assert.Equal(t, "SELECT 1", d.Node.Queries[0].Text)
+	assert.Equal(t, int64(2), d.Node.Queries[0].Count)
+	assert.Equal(t, "sql:CommandStatementQuery", d.Node.Queries[0].Command, "the first sighting's command is kept")
+	assert.Equal(t, "SELECT 2", d.Node.Queries[1].Text)
+	assert.Equal(t, int64(2), d.Node.Queries[1].Count)
+	assert.Equal(t, []string{"User:alice"}, d.Node.Principals)
+	v, err := g.Snapshot(Query{})
+	require.NoError(t, err)
+	assert.Len(t, v.Edges, 1, "a node-only observation adds no edge")
+
+	for i := range 40 {
+		g.Observe([]Observation{{From: job, Statement: Statement{Text: fmt.Sprintf("SELECT %d -- %s", i, strings.Repeat("é", 3000))}}})
+	}
+	d, err = g.Node(job.ID())
+	require.NoError(t, err)
+	assert.Len(t, d.Node.Queries, maxStatements)
+	assert.True(t, strings.HasPrefix(d.Node.Queries[0].Text, "SELECT 39 -- "), "newest first")
+	for _, q := range d.Node.Queries {
+		assert.LessOrEqual(t, len(q.Text), maxStatementBytes)
+		assert.True(t, utf8.ValidString(q.Text))
+		assert.True(t, strings.HasSuffix(q.Text, "…"))
+	}
 }

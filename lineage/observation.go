@@ -75,6 +75,22 @@ type Observation struct {
 	At time.Time
 	// Client is the program at the application, group or job end.
 	Client Client
+	// Statement, when its Text is set, is a query the job at the job end
+	// ran (Flight SQL), kept on that node. An observation with a zero To
+	// records its From node alone (its client and statement), no edge:
+	// a query seen before, or without, any data moving.
+	Statement Statement
+}
+
+// Statement is a query text a job ran, as its node keeps it: the most
+// recent distinct statements, each with how often it ran.
+type Statement struct {
+	Text string `json:"text"`
+	// Command is the kind of command that carried it, e.g.
+	// sql:CommandStatementQuery.
+	Command  string    `json:"command,omitempty"`
+	Count    int64     `json:"count"`
+	LastSeen time.Time `json:"last_seen"`
 }
 
 // Observer takes batches of observations. Graph implements it; data planes

@@ -15,20 +15,28 @@ import (
 )
 
 // OpenLineage export. Every node that moves data (an application, a
-// consumer group, a job) is an OpenLineage job with one long-running run:
-// a streaming job in the spec's terms. The topics and datasets it reads are
-// its inputs and those it writes its outputs, each with a statistics facet
-// holding the bytes and records counted so far. See docs/lineage.md.
+// consumer group, a job) is an OpenLineage job with one long-running run.
+// Kafka applications and groups are streaming jobs in the spec's terms;
+// Flight jobs are batch jobs (they move bounded datasets in finite
+// streams). The topics and datasets a job reads are its inputs and those
+// it writes its outputs, each with a statistics facet holding the bytes
+// and records counted so far; a job's latest Flight SQL statement is its
+// SQL facet. See docs/lineage.md.
 //
 // Spec: https://openlineage.io/spec/2-0-2/OpenLineage.json (RunEvent), the
-// JobTypeJobFacet, the Input/OutputStatistics dataset facets, and the
-// naming spec for Kafka datasets (namespace kafka://{host}:{port}, name the
-// topic).
+// JobTypeJobFacet, the SQLJobFacet, the Input/OutputStatistics dataset
+// facets, and the naming spec for Kafka datasets (namespace
+// kafka://{host}:{port}, name the topic). The naming spec has no entry for
+// Arrow Flight; pipemesh follows its general rule (namespace =
+// scheme://authority of the data source, name = the path): namespace the
+// Flight location clients use (grpc://host:port or grpc+tls://host:port),
+// name the descriptor path joined with "/".
 const (
 	olSchemaURL      = "https://openlineage.io/spec/2-0-2/OpenLineage.json#/$defs/RunEvent"
 	olJobTypeURL     = "https://openlineage.io/spec/facets/2-0-3/JobTypeJobFacet.json#/$defs/JobTypeJobFacet"
 	olOutputStatsURL = "https://openlineage.io/spec/facets/1-0-2/OutputStatisticsOutputDatasetFacet.json#/$defs/OutputStatisticsOutputDatasetFacet"
 	olInputStatsURL  = "https://openlineage.io/spec/facets/1-0-1/InputStatisticsInputDatasetFacet.json#/$defs/InputStatisticsInputDatasetFacet"
+	olSQLURL         = "https://openlineage.io/spec/facets/1-0-1/SQLJobFacet.json#/$defs/SQLJobFacet"
 	// Producer is the URI OpenLineage events name as their producer.
 	Producer = "https://github.com/pipemesh/pipemesh"
 )
@@ -47,8 +55,9 @@ type ExportConfig struct {
 	// KafkaNamespace is the dataset namespace of topics:
 	// kafka://{bootstrap host}:{port}, the bootstrap address clients use.
 	KafkaNamespace string
-	// FlightNamespace is the dataset namespace of Flight datasets.
-	// Default flight://pipemesh.
+	// FlightNamespace is the dataset namespace of Flight datasets: the
+	// location Flight clients use, grpc://{host}:{port} (the Flight
+	// proxy's advertised location). Default flight://pipemesh.
 	FlightNamespace string
 	// URL, when set, receives the events: one POST per event, as
 	// Marquez's /api/v1/lineage and the OpenLineage HTTP transport expect.
@@ -160,10 +169,13 @@ func (x *Exporter) Events(q Query) ([]RunEvent, error) {
 			Job: OLJob{Namespace: x.cfg.Namespace, Name: n.ID, Facets: map[string]any{
 				"jobType": map[string]any{
 					"_producer": Producer, "_schemaURL": olJobTypeURL,
-					"processingType": "STREAMING", "integration": "PIPEMESH", "jobType": jobType(n.Type),
+					"processingType": processingType(n.Type), "integration": "PIPEMESH", "jobType": jobType(n.Type),
 				},
 			}},
 			Inputs: []OLInput{}, Outputs: []OLOutput{},
+		}
+		if len(n.Queries) > 0 {
+			ev.Job.Facets["sql"] = map[string]any{"_producer": Producer, "_schemaURL": olSQLURL, "query": n.Queries[0].Text}
 		}
 		events[n.ID] = ev
 		return ev
@@ -172,14 +184,20 @@ func (x *Exporter) Events(q Query) ([]RunEvent, error) {
 		from, to := nodes[e.From], nodes[e.To]
 		switch {
 		case isJob(from.Type) && isDataset(to.Type):
-			ns, name := x.dataset(to)
 			ev := event(from)
+			if IsFlightCommand(to) {
+				continue // a command's result is no named dataset; the SQL facet says what ran
+			}
+			ns, name := x.dataset(to)
 			ev.Outputs = append(ev.Outputs, OLOutput{Namespace: ns, Name: name, OutputFacets: map[string]any{
 				"outputStatistics": olStatistics{Producer, olOutputStatsURL, e.Records, e.Bytes},
 			}})
 		case isDataset(from.Type) && isJob(to.Type):
-			ns, name := x.dataset(from)
 			ev := event(to)
+			if IsFlightCommand(from) {
+				continue
+			}
+			ns, name := x.dataset(from)
 			ev.Inputs = append(ev.Inputs, OLInput{Namespace: ns, Name: name, InputFacets: map[string]any{
 				"inputStatistics": olStatistics{Producer, olInputStatsURL, e.Records, e.Bytes},
 			}})
@@ -202,8 +220,28 @@ func jobType(t NodeType) string {
 		return "KAFKA_CLIENT"
 	case Group:
 		return "KAFKA_CONSUMER_GROUP"
+	case Job:
+		return "FLIGHT_JOB"
 	}
 	return "JOB"
+}
+
+// processingType: Kafka clients and groups run without end (STREAMING);
+// Flight jobs read and write bounded datasets (BATCH), though pipemesh sees
+// no run boundaries and reports one long run per job.
+func processingType(t NodeType) string {
+	if t == Job {
+		return "BATCH"
+	}
+	return "STREAMING"
+}
+
+// IsFlightCommand reports whether n is the Flight "dataset" of a command
+// descriptor rather than a path: the Flight proxy names those by the
+// command's kind (sql:CommandStatementQuery, cmd:text, cmd), since a
+// command names no dataset (the statement is on the job node).
+func IsFlightCommand(n Node) bool {
+	return n.Type == FlightDataset && (n.Name == "cmd" || n.Name == "cmd:text" || strings.HasPrefix(n.Name, "sql:"))
 }
 
 func (x *Exporter) dataset(n Node) (namespace, name string) {

@@ -53,7 +53,12 @@ func checkRunEvent(t *testing.T, ev map[string]any) {
 	jt := obj(obj(job, "facets"), "jobType")
 	uri(str(jt, "_producer"))
 	uri(str(jt, "_schemaURL"))
-	assert.Equal(t, "STREAMING", str(jt, "processingType"))
+	assert.Contains(t, []string{"STREAMING", "BATCH"}, str(jt, "processingType"))
+	if sql, ok := obj(job, "facets")["sql"].(map[string]any); ok {
+		uri(str(sql, "_producer"))
+		uri(str(sql, "_schemaURL"))
+		str(sql, "query")
+	}
 	str(jt, "integration")
 	for _, side := range []struct{ list, facets, facet string }{{"inputs", "inputFacets", "inputStatistics"}, {"outputs", "outputFacets", "outputStatistics"}} {
 		list, ok := ev[side.list].([]any)
@@ -188,4 +193,50 @@ func TestOpenLineageEventsAndPush(t *testing.T) {
 	require.NoError(t, err)
 	resp2.Body.Close()
 	assert.Equal(t, http.StatusBadRequest, resp2.StatusCode)
+}
+
+// TestOpenLineageFlight: Flight jobs are BATCH jobs whose datasets are named
+// by the Flight location clients use and the descriptor path; a command's
+// result is no dataset, and the job's latest statement is its SQL facet.
+func TestOpenLineageFlight(t *testing.T) {
+	c := newClock()
+	g, err := Open(Config{Now: c.Now})
+	require.NoError(t, err)
+	ingest, report, adhoc := NodeRef{Job, "trips-ingest"}, NodeRef{Job, "fare-report"}, NodeRef{Job, "adhoc"}
+	trips, fares := NodeRef{FlightDataset, "trips"}, NodeRef{FlightDataset, "reports/fares_by_region"}
+	sqlResult := NodeRef{FlightDataset, "sql:CommandStatementQuery"}
+	g.Observe([]Observation{
+		{From: ingest, To: trips, Type: Writes, Bytes: 5000, Records: 200, At: c.Now()},
+		{From: trips, To: report, Type: Reads, Bytes: 5000, Records: 200, At: c.Now()},
+		{From: report, To: fares, Type: Writes, Bytes: 300, Records: 5, At: c.Now()},
+		{From: sqlResult, To: adhoc, Type: Reads, Bytes: 80, Records: 1, At: c.Now(),
+			Statement: Statement{Text: "SELECT region FROM trips", Command: "sql:CommandStatementQuery"}},
+	})
+	x := NewExporter(g, ExportConfig{FlightNamespace: "grpc://127.0.0.1:18815"})
+	evs, err := x.Events(Query{})
+	require.NoError(t, err)
+	raw, err := json.Marshal(evs)
+	require.NoError(t, err)
+	var list []map[string]any
+	require.NoError(t, json.Unmarshal(raw, &list))
+	require.Len(t, list, 3)
+	for _, ev := range list {
+		checkRunEvent(t, ev)
+		jt := ev["job"].(map[string]any)["facets"].(map[string]any)["jobType"].(map[string]any)
+		assert.Equal(t, "BATCH", jt["processingType"])
+		assert.Equal(t, "FLIGHT_JOB", jt["jobType"])
+	}
+	jobs := byJob(list)
+	rep := jobs["job:fare-report"]
+	in := rep["inputs"].([]any)[0].(map[string]any)
+	out := rep["outputs"].([]any)[0].(map[string]any)
+	assert.Equal(t, "grpc://127.0.0.1:18815", in["namespace"])
+	assert.Equal(t, "trips", in["name"])
+	assert.EqualValues(t, 200, in["inputFacets"].(map[string]any)["inputStatistics"].(map[string]any)["rowCount"])
+	assert.Equal(t, "grpc://127.0.0.1:18815", out["namespace"])
+	assert.Equal(t, "reports/fares_by_region", out["name"])
+	assert.EqualValues(t, 300, out["outputFacets"].(map[string]any)["outputStatistics"].(map[string]any)["size"])
+	sql := jobs["job:adhoc"]
+	assert.Empty(t, sql["inputs"], "a command's result is not a dataset")
+	assert.Equal(t, "SELECT region FROM trips", sql["job"].(map[string]any)["facets"].(map[string]any)["sql"].(map[string]any)["query"])
 }
