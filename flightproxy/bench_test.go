@@ -26,7 +26,7 @@ func BenchmarkCountFrame(b *testing.B) {
 	f := &frame{data: split(raw, 16<<10)}
 	m, err := newMetrics(prometheus.NewRegistry())
 	require.NoError(b, err)
-	e := m.edge("User:bench", "job", "bench", "DoGet", Read)
+	e := m.edge(&call{principal: "User:bench", job: "job", method: "DoGet"}, "bench", Read)
 	b.SetBytes(int64(len(raw)))
 	b.ReportAllocs()
 	for b.Loop() {

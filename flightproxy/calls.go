@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"io"
+	"net"
 	"strings"
 	"sync"
 	"time"
@@ -12,6 +13,7 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/peer"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
 )
@@ -24,6 +26,8 @@ type call struct {
 	method    string
 	principal string
 	job       string
+	host      string // the client's address, host only
+	software  string // the client's gRPC user-agent
 }
 
 // jobHeader lets a client name its job for lineage (Spark: the app name).
@@ -90,6 +94,15 @@ func (p *Proxy) begin(c *call) error {
 	c.job = principal
 	if v := in.Get(jobHeader); len(v) > 0 && v[0] != "" {
 		c.job = v[0]
+	}
+	if v := in.Get("user-agent"); len(v) > 0 {
+		c.software = v[0]
+	}
+	if pr, ok := peer.FromContext(ctx); ok && pr.Addr != nil {
+		c.host = pr.Addr.String()
+		if h, _, err := net.SplitHostPort(c.host); err == nil {
+			c.host = h
+		}
 	}
 	c.ctx = metadata.NewOutgoingContext(ctx, forwardable(in, consumed...))
 	return nil
@@ -246,7 +259,8 @@ func (p *Proxy) observeQuery(c *call, cmd command) {
 	}
 	p.log.Info("flight sql", "principal", c.principal, "job", c.job, "method", c.method, "command", cmd.kind, "sql", cmd.sql)
 	if p.cfg.Observer != nil {
-		p.cfg.Observer.ObserveQuery(QueryObservation{Principal: c.principal, Job: c.job, Method: c.method, Command: cmd.kind, SQL: cmd.sql, Time: time.Now()})
+		p.cfg.Observer.ObserveQuery(QueryObservation{Principal: c.principal, Job: c.job, Host: c.host, Software: c.software,
+			Method: c.method, Command: cmd.kind, SQL: cmd.sql, Time: time.Now()})
 	}
 }
 
@@ -350,7 +364,7 @@ func (p *Proxy) doGet(c *call) error {
 		return c.upstreamErr(rt, err)
 	}
 	_ = cs.CloseSend()
-	e := p.metrics.edge(c.principal, c.job, dataset, c.method, Read)
+	e := p.metrics.edge(c, dataset, Read)
 	if comp := p.compressionFor(dataset); comp != Passthrough {
 		err = c.upstreamErr(rt, c.recompress(cs, comp, e, rate))
 	} else {
@@ -407,12 +421,12 @@ func (p *Proxy) dataStream(c *call, exchange bool) error {
 		return c.upstreamErr(rt, err)
 	}
 	fin := &finishEdges{p: p, left: 2}
-	up := p.metrics.edge(c.principal, c.job, dataset, c.method, Write)
+	up := p.metrics.edge(c, dataset, Write)
 	fin.edges = append(fin.edges, up)
 	var down *edge
 	var countDown func(*frame)
 	if exchange {
-		down = p.metrics.edge(c.principal, c.job, dataset, c.method, Read)
+		down = p.metrics.edge(c, dataset, Read)
 		fin.edges = append(fin.edges, down)
 		countDown = down.count
 	}

@@ -29,7 +29,11 @@ type StreamObservation struct {
 	Principal string
 	// Job is what the client called itself in the x-pipemesh-job header,
 	// else the principal.
-	Job       string
+	Job string
+	// Host is the client's address (host only) and Software its gRPC
+	// user-agent, e.g. "grpc-go/1.85.0" or "grpc-java-netty/1.68.1".
+	Host      string
+	Software  string
 	Dataset   string
 	Direction Direction
 	Method    string // DoGet, DoPut or DoExchange
@@ -46,6 +50,8 @@ type StreamObservation struct {
 type QueryObservation struct {
 	Principal string
 	Job       string
+	Host      string
+	Software  string
 	Method    string
 	Command   string // e.g. sql:CommandStatementQuery
 	SQL       string
@@ -111,16 +117,17 @@ type edge struct {
 	malformedHeaders int64
 }
 
-func (m *metrics) edge(principal, job, dataset, method string, dir Direction) *edge {
+func (m *metrics) edge(c *call, dataset string, dir Direction) *edge {
 	ds := dataset
 	if ds == "" {
 		ds = "(unknown)"
 	}
 	return &edge{
-		obs:     StreamObservation{Principal: principal, Job: job, Dataset: dataset, Direction: dir, Method: method, Start: time.Now()},
-		bytes:   m.bytes.WithLabelValues(principal, ds, string(dir)),
-		batches: m.batches.WithLabelValues(principal, ds, string(dir)),
-		rows:    m.rows.WithLabelValues(principal, ds, string(dir)),
+		obs: StreamObservation{Principal: c.principal, Job: c.job, Host: c.host, Software: c.software,
+			Dataset: dataset, Direction: dir, Method: c.method, Start: time.Now()},
+		bytes:   m.bytes.WithLabelValues(c.principal, ds, string(dir)),
+		batches: m.batches.WithLabelValues(c.principal, ds, string(dir)),
+		rows:    m.rows.WithLabelValues(c.principal, ds, string(dir)),
 	}
 }
 

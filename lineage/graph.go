@@ -43,9 +43,11 @@ const (
 	// maxSamples bounds an edge's rate samples (one per flush).
 	maxSamples = 128
 	// maxStatements bounds the statements a node keeps (the most recent
-	// distinct ones) and maxStatementBytes each one's text.
-	maxStatements     = 16
-	maxStatementBytes = 4096
+	// distinct ones).
+	maxStatements = 16
+	// MaxStatementBytes bounds the text of each statement a node keeps;
+	// longer ones are cut (ClipStatement).
+	MaxStatementBytes = 4096
 )
 
 // Node is a node of the graph as the API returns it.
@@ -249,7 +251,7 @@ func addStatement(n *Node, st Statement, at time.Time) {
 	if st.Text == "" {
 		return
 	}
-	st.Text = truncateUTF8(st.Text, maxStatementBytes)
+	st.Text = ClipStatement(st.Text)
 	if st.Count <= 0 {
 		st.Count = 1
 	}
@@ -276,13 +278,13 @@ func addStatement(n *Node, st Statement, at time.Time) {
 	n.Queries = out
 }
 
-// truncateUTF8 cuts s to at most max bytes on a rune boundary, marking
-// the cut with "…".
-func truncateUTF8(s string, max int) string {
-	if len(s) <= max {
+// ClipStatement cuts a statement's text to at most MaxStatementBytes on a
+// rune boundary, marking the cut with "…", as a node keeps it.
+func ClipStatement(s string) string {
+	if len(s) <= MaxStatementBytes {
 		return s
 	}
-	cut := max - len("…")
+	cut := MaxStatementBytes - len("…")
 	for cut > 0 && !utf8.RuneStart(s[cut]) {
 		cut--
 	}

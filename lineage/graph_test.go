@@ -337,7 +337,7 @@ func TestGraphStatements(t *testing.T) {
 	assert.Len(t, d.Node.Queries, maxStatements)
 	assert.True(t, strings.HasPrefix(d.Node.Queries[0].Text, "SELECT 39 -- "), "newest first")
 	for _, q := range d.Node.Queries {
-		assert.LessOrEqual(t, len(q.Text), maxStatementBytes)
+		assert.LessOrEqual(t, len(q.Text), MaxStatementBytes)
 		assert.True(t, utf8.ValidString(q.Text))
 		assert.True(t, strings.HasSuffix(q.Text, "…"))
 	}
