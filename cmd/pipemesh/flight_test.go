@@ -2,11 +2,15 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"flag"
+	"fmt"
 	"io"
 	"log/slog"
 	"net/http"
 	"regexp"
+	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -16,11 +20,15 @@ import (
 	"github.com/pipemesh/pipemesh/flightproxy"
 	"github.com/pipemesh/pipemesh/internal/admin"
 	"github.com/pipemesh/pipemesh/kafkaproxy"
+	"github.com/pipemesh/pipemesh/lineage"
 )
 
 // TestFlightServeEndToEnd runs 'pipemesh flight-server' and 'pipemesh serve'
 // with only a Flight upstream, then the demo's Spark-style job through the
-// proxy, and checks its result and the pipemesh_flight_* metrics.
+// proxy, and checks its result, the pipemesh_flight_* metrics, and that the
+// Flight-only serve still runs the lineage graph, its API, web view and
+// OpenLineage export: the jobs' edges carry exactly the rows and bytes the
+// metrics counted.
 func TestFlightServeEndToEnd(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
@@ -36,7 +44,7 @@ func TestFlightServeEndToEnd(t *testing.T) {
 	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
 	var f serveFlags
 	f.register(fs)
-	require.NoError(t, fs.Parse([]string{"--flight-listen", "127.0.0.1:0", "--flight-upstream", upstream, "--admin-listen", "127.0.0.1:0"}))
+	require.NoError(t, fs.Parse([]string{"--flight-listen", "127.0.0.1:0", "--flight-upstream", upstream, "--admin-listen", "127.0.0.1:0", "--telemetry-flush", "100ms"}))
 	s, err := f.resolve(fs)
 	require.NoError(t, err)
 	require.True(t, s.noKafka, "no Kafka upstream: the Kafka proxy is off")
@@ -59,12 +67,67 @@ func TestFlightServeEndToEnd(t *testing.T) {
 	assert.Equal(t, expectedFareTotal(), res.total())
 	assert.Equal(t, (demoTripRows/demoTripsBatch+2)/3, res.endpoints, "one endpoint per chunk of 3 batches")
 
+	wantEdges := map[[2]string]int64{
+		{"job:" + demoIngestJob, "flight_dataset:" + demoTrips}:  demoTripRows,
+		{"flight_dataset:" + demoTrips, "job:" + demoReportJob}:  demoTripRows,
+		{"job:" + demoReportJob, "flight_dataset:" + demoReport}: int64(len(demoRegions)),
+	}
+	var v lineage.View
+	require.Eventually(t, func() bool {
+		v = getLineage(t, adm, "")
+		for k, rows := range wantEdges {
+			if e, ok := findEdge(v, k[0], k[1]); !ok || e.Records != rows {
+				return false
+			}
+		}
+		return true
+	}, 10*time.Second, 50*time.Millisecond, "the Flight jobs' edges reach the lineage API")
+
 	resp, err := http.Get("http://" + adm + "/metrics")
 	require.NoError(t, err)
 	body, _ := io.ReadAll(resp.Body)
 	resp.Body.Close()
 	assert.Contains(t, string(body), `pipemesh_flight_rows_total{dataset="trips",direction="read",principal="User:ANONYMOUS"} 200000`)
 	assert.Contains(t, string(body), `pipemesh_flight_rows_total{dataset="trips",direction="write",principal="User:ANONYMOUS"} 200000`)
+	for k := range wantEdges {
+		e, _ := findEdge(v, k[0], k[1])
+		ds, dir := strings.TrimPrefix(k[1], "flight_dataset:"), "write"
+		if e.Type == lineage.Reads {
+			ds, dir = strings.TrimPrefix(k[0], "flight_dataset:"), "read"
+		}
+		for _, m := range []struct {
+			name string
+			got  int64
+		}{{"bytes", e.Bytes}, {"rows", e.Records}, {"batches", e.Batches}} {
+			assert.Equal(t, metricValue(t, string(body), fmt.Sprintf(`pipemesh_flight_%s_total{dataset=%q,direction=%q,principal="User:ANONYMOUS"}`, m.name, ds, dir)), m.got,
+				"%s of %s -> %s", m.name, k[0], k[1])
+		}
+	}
+	readEdge, _ := findEdge(v, "flight_dataset:"+demoTrips, "job:"+demoReportJob)
+	assert.Equal(t, int64(res.endpoints), readEdge.Requests, "one DoGet per endpoint")
+
+	// The web view and the OpenLineage export run without a Kafka proxy.
+	resp, err = http.Get("http://" + adm + "/lineage")
+	require.NoError(t, err)
+	resp.Body.Close()
+	assert.Equal(t, http.StatusOK, resp.StatusCode)
+	resp, err = http.Get("http://" + adm + "/api/v1/openlineage")
+	require.NoError(t, err)
+	var evs []lineage.RunEvent
+	require.NoError(t, json.NewDecoder(resp.Body).Decode(&evs))
+	resp.Body.Close()
+	var report *lineage.RunEvent
+	for i := range evs {
+		if evs[i].Job.Name == "job:"+demoReportJob {
+			report = &evs[i]
+		}
+	}
+	require.NotNil(t, report, "an OpenLineage event for the fare-report job")
+	require.Len(t, report.Inputs, 1)
+	assert.Equal(t, p.Location(), report.Inputs[0].Namespace)
+	assert.Equal(t, demoTrips, report.Inputs[0].Name)
+	require.Len(t, report.Outputs, 1)
+	assert.Equal(t, demoReport, report.Outputs[0].Name)
 
 	cancel()
 	require.NoError(t, <-serveDone)
@@ -105,4 +168,18 @@ func TestFlightFlagErrors(t *testing.T) {
 		require.Error(t, err)
 		assert.Contains(t, err.Error(), tc.want)
 	}
+}
+
+// metricValue reads one series' value from a /metrics text page.
+func metricValue(t *testing.T, page, series string) int64 {
+	t.Helper()
+	for _, line := range strings.Split(page, "\n") {
+		if v, ok := strings.CutPrefix(line, series+" "); ok {
+			f, err := strconv.ParseFloat(v, 64)
+			require.NoError(t, err, line)
+			return int64(f)
+		}
+	}
+	t.Fatalf("no series %s on /metrics", series)
+	return 0
 }

@@ -74,7 +74,7 @@ type telemetryFlags struct {
 }
 
 func (f *telemetryFlags) register(fs *flag.FlagSet) {
-	fs.BoolVar(&f.enabled, "telemetry", true, "count bytes and records per topic, client and group, and build the lineage graph (false: only connection and request counters)")
+	fs.BoolVar(&f.enabled, "telemetry", true, "count bytes and records per topic, client and group (Kafka), and per job and dataset (Flight), and build the lineage graph from both (false: only connection and request counters, and pipemesh_flight_* metrics)")
 	fs.DurationVar(&f.flush, "telemetry-flush", kafkaproxy.DefaultFlushInterval, "how often counters go to /metrics and the lineage graph")
 	fs.StringVar(&f.dataDir, "data-dir", "", "`dir` for the lineage graph's file (lineage.db), so it survives restarts (default: memory only)")
 	fs.DurationVar(&f.retention, "lineage-retention", lineage.DefaultRetention, "forget lineage edges not seen for this `long`")
@@ -287,7 +287,7 @@ func serve(ctx context.Context, s *settings, log *slog.Logger, started func(*kaf
 	}
 	defer closePolicy()
 	var graph *lineage.Graph
-	if s.telemetry.enabled && !s.noKafka {
+	if s.telemetry.enabled {
 		lc := s.telemetry.lineage
 		lc.Logger = log
 		if graph, err = lineage.Open(lc); err != nil {
@@ -320,8 +320,10 @@ func serve(ctx context.Context, s *settings, log *slog.Logger, started func(*kaf
 		adm.AddReady("kafka proxy", p.Ready)
 		runs = append(runs, p.Serve)
 	}
+	var fp *flightproxy.Proxy
 	if s.flight != nil {
-		run, fp, err := startFlight(*s.flight, log, adm)
+		var run func(context.Context) error
+		run, fp, err = startFlight(*s.flight, log, adm, graph, s.proxy.Telemetry.FlushInterval)
 		if err != nil {
 			closeGraph(graph, log)
 			return err
@@ -337,7 +339,7 @@ func serve(ctx context.Context, s *settings, log *slog.Logger, started func(*kaf
 	}
 	if graph != nil {
 		export := lineage.NewExporter(graph, lineage.ExportConfig{
-			Namespace: s.telemetry.olNamespace, KafkaNamespace: "kafka://" + p.Addr(),
+			Namespace: s.telemetry.olNamespace, KafkaNamespace: kafkaNamespace(p), FlightNamespace: flightNamespace(fp),
 			URL: s.telemetry.olURL, Every: s.telemetry.olEvery, Logger: log,
 		})
 		graph.Register(adm)

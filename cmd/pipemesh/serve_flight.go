@@ -11,10 +11,13 @@ import (
 	"log/slog"
 	"os"
 	"strings"
+	"time"
 
 	"github.com/pipemesh/pipemesh/flightproxy"
 	"github.com/pipemesh/pipemesh/internal/admin"
 	"github.com/pipemesh/pipemesh/internal/config"
+	"github.com/pipemesh/pipemesh/kafkaproxy"
+	"github.com/pipemesh/pipemesh/lineage"
 )
 
 // flightFlags are serve's Arrow Flight flags.
@@ -170,10 +173,17 @@ func flightTLS(certFile, keyFile, caFile string) (*tls.Config, error) {
 }
 
 // startFlight creates the Flight proxy on the admin server's registry and
-// binds its port. run serves it until ctx ends.
-func startFlight(c flightproxy.Config, log *slog.Logger, adm *admin.Server) (run func(context.Context) error, p *flightproxy.Proxy, err error) {
+// binds its port. run serves it until ctx ends. With a lineage graph, the
+// proxy's streams and Flight SQL statements feed it every flush, and once
+// more after the proxy's last stream has ended.
+func startFlight(c flightproxy.Config, log *slog.Logger, adm *admin.Server, graph *lineage.Graph, flush time.Duration) (run func(context.Context) error, p *flightproxy.Proxy, err error) {
 	c.Logger = log
 	c.Registerer = adm.Registry()
+	var feed *flightproxy.LineageFeed
+	if graph != nil {
+		feed = flightproxy.NewLineageFeed(graph, log)
+		c.Observer = feed
+	}
 	if p, err = flightproxy.New(c); err != nil {
 		return nil, nil, err
 	}
@@ -181,7 +191,40 @@ func startFlight(c flightproxy.Config, log *slog.Logger, adm *admin.Server) (run
 		return nil, nil, err
 	}
 	adm.AddReady("flight proxy", p.Ready)
-	return p.Serve, p, nil
+	if feed == nil {
+		return p.Serve, p, nil
+	}
+	if flush <= 0 {
+		flush = kafkaproxy.DefaultFlushInterval
+	}
+	return func(ctx context.Context) error {
+		fctx, stop := context.WithCancel(ctx)
+		done := make(chan struct{})
+		go func() { defer close(done); feed.Run(fctx, flush) }()
+		err := p.Serve(ctx)
+		stop()
+		<-done
+		feed.Flush()
+		return err
+	}, p, nil
+}
+
+// kafkaNamespace is the OpenLineage namespace of topics: kafka:// and the
+// bootstrap address clients use (none when the Kafka proxy is off).
+func kafkaNamespace(p *kafkaproxy.Proxy) string {
+	if p == nil {
+		return ""
+	}
+	return "kafka://" + p.Addr()
+}
+
+// flightNamespace is the OpenLineage namespace of Flight datasets: the
+// location Flight clients use, grpc://host:port (see lineage.ExportConfig).
+func flightNamespace(p *flightproxy.Proxy) string {
+	if p == nil {
+		return ""
+	}
+	return p.Location()
 }
 
 // prefixCompression picks the rule of the longest matching dataset prefix.

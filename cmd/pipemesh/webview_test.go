@@ -227,8 +227,8 @@ func eval[T any](t *testing.T, ctx context.Context, expr string) T {
 }
 
 // TestDemoLineageGraph: `pipemesh demo` prints the web view's URL and its
-// services fill the lineage graph: several producers, topics, a stream
-// processor and consumer groups.
+// services fill one lineage graph: several producers, topics, a stream
+// processor and consumer groups, and the Flight jobs and datasets.
 func TestDemoLineageGraph(t *testing.T) {
 	var out syncBuffer
 	ctx, cancel := context.WithCancel(context.Background())
@@ -257,6 +257,10 @@ func TestDemoLineageGraph(t *testing.T) {
 		"topic:orders -> group:order-enricher",
 		"application:order-enricher -> topic:orders-enriched",
 		"topic:orders-enriched -> group:notifications",
+		// The Flight side, in the same graph.
+		"job:trips-ingest -> flight_dataset:trips",
+		"flight_dataset:trips -> job:fare-report",
+		"job:fare-report -> flight_dataset:reports/fares_by_region",
 	}
 	var missing []string
 	assert.Eventually(t, func() bool {
