@@ -33,6 +33,9 @@ const (
 	demoReportJob  = "fare-report"
 	demoTripRows   = 200_000
 	demoTripsBatch = 10_000
+	// demoReingestEvery: trips-ingest rewrites the (same) trips dataset
+	// this often, so it stays a live edge in the lineage view's window.
+	demoReingestEvery = time.Minute
 )
 
 var demoRegions = []string{"north", "south", "east", "west", "center"}
@@ -280,7 +283,20 @@ func (d *demoFlight) run(ctx context.Context, proxyAddr string, every time.Durat
 		return
 	}
 	want := expectedFareTotal()
+	ingested := time.Now()
 	for {
+		if time.Since(ingested) >= demoReingestEvery {
+			// The same rows again, before the report reads: the report's
+			// check holds, and the ingest job stays in the live graph.
+			if err := putTrips(ctx, c); err != nil {
+				if ctx.Err() != nil {
+					return
+				}
+				d.fail(fmt.Errorf("flight demo: rewriting %s: %w", demoTrips, err))
+				return
+			}
+			ingested = time.Now()
+		}
 		res, err := runFareReport(ctx, c)
 		if ctx.Err() != nil {
 			return

@@ -276,3 +276,112 @@ func TestDemoLineageGraph(t *testing.T) {
 	}, 30*time.Second, 200*time.Millisecond, "demo edges")
 	assert.Empty(t, missing)
 }
+
+// TestWebViewDemoKafkaAndFlight loads the web view of `pipemesh demo` in
+// headless Chromium: the Flight side (ingest job trips-ingest writing
+// dataset trips, the Spark-style job fare-report reading it and writing
+// reports/fares_by_region) is drawn with its edges beside the Kafka side,
+// in the layers of the data flow (writers, then topics and datasets, then
+// groups and reading jobs, then what they write), with row rates on the
+// Flight edges; clicking fare-report opens its panel with its principal,
+// client software and datasets. It saves the screenshot docs/ shows.
+func TestWebViewDemoKafkaAndFlight(t *testing.T) {
+	bctx := browser(t)
+	var out syncBuffer
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() {
+		done <- runDemo(ctx, []string{"--status-every", "1s", "--rate", "20", "--kafka-listen", "127.0.0.1:0",
+			"--admin-listen", "127.0.0.1:0", "--flight-listen", "127.0.0.1:0"}, &out, io.Discard)
+	}()
+	defer func() { cancel(); require.NoError(t, <-done) }()
+	re := regexp.MustCompile(`Lineage web view: +http://(\S+)/lineage`)
+	var admin string
+	require.Eventually(t, func() bool {
+		m := re.FindStringSubmatch(out.String())
+		if m != nil {
+			admin = m[1]
+		}
+		return m != nil
+	}, 30*time.Second, 50*time.Millisecond, "demo prints the web view URL")
+
+	flightEdges := []string{
+		"job:trips-ingest -> flight_dataset:trips",
+		"flight_dataset:trips -> job:fare-report",
+		"job:fare-report -> flight_dataset:reports/fares_by_region",
+	}
+	kafkaEdges := []string{
+		"application:orders-service -> topic:orders",
+		"topic:orders -> group:billing",
+	}
+	require.Eventually(t, func() bool {
+		v := getLineage(t, admin, "?since=5m")
+		for _, w := range append(slices.Clone(flightEdges), kafkaEdges...) {
+			from, to, _ := strings.Cut(w, " -> ")
+			if e, ok := findEdge(v, from, to); !ok || e.Records == 0 {
+				return false
+			}
+		}
+		// Wait for a second report run, so fare-report has a live rate.
+		e, _ := findEdge(v, "flight_dataset:trips", "job:fare-report")
+		return e.Records >= 2*demoTripRows
+	}, 60*time.Second, 100*time.Millisecond, "the demo's Kafka and Flight edges reach the API")
+
+	do := func(steps ...chromedp.Action[chromedp.Void]) {
+		t.Helper()
+		require.NoError(t, chromedp.Do(bctx, steps...))
+	}
+	do(
+		chromedp.Navigate("http://"+admin+"/lineage?since=5m"),
+		chromedp.WaitVisible(`g.node[data-id="job:fare-report"]`),
+	)
+	nodes := eval[[]string](t, bctx, `[...document.querySelectorAll('g.node')].map(g => g.dataset.id)`)
+	for _, n := range []string{"job:trips-ingest", "flight_dataset:trips", "job:fare-report", "flight_dataset:reports/fares_by_region",
+		"application:orders-service", "topic:orders", "group:billing"} {
+		assert.Contains(t, nodes, n)
+	}
+	edges := eval[[]string](t, bctx, `[...document.querySelectorAll('g.edge')].map(g => g.dataset.from + ' -> ' + g.dataset.to + ' ' + g.dataset.type)`)
+	assert.Contains(t, edges, flightEdges[0]+" writes")
+	assert.Contains(t, edges, flightEdges[1]+" reads")
+	assert.Contains(t, edges, flightEdges[2]+" writes")
+	assert.Contains(t, edges, kafkaEdges[0]+" produces")
+	assert.Contains(t, edges, kafkaEdges[1]+" consumes")
+	label := eval[string](t, bctx, `document.querySelector('g.edge[data-from="flight_dataset:trips"][data-to="job:fare-report"] text.rate').textContent`)
+	assert.Regexp(t, `^[\d.]+ [kMG]?B/s · [\d.]+[kM]? rows/s$`, label, "a Flight edge's label counts rows")
+
+	// Layers: the ingest job writes beside the producers, the datasets sit
+	// with the topics, the reading job with the consumer groups, and what
+	// it writes after it.
+	xs := eval[map[string]float64](t, bctx,
+		`Object.fromEntries([...document.querySelectorAll('g.node')].map(g => [g.dataset.id, g.getBoundingClientRect().x]))`)
+	assert.InDelta(t, xs["application:orders-service"], xs["job:trips-ingest"], 1)
+	assert.InDelta(t, xs["topic:orders"], xs["flight_dataset:trips"], 1)
+	assert.InDelta(t, xs["group:billing"], xs["job:fare-report"], 1)
+	assert.Less(t, xs["job:trips-ingest"], xs["flight_dataset:trips"])
+	assert.Less(t, xs["flight_dataset:trips"], xs["job:fare-report"])
+	assert.Less(t, xs["job:fare-report"], xs["flight_dataset:reports/fares_by_region"])
+
+	do(
+		chromedp.Click(`g.node[data-id="job:fare-report"] rect`),
+		chromedp.WaitVisible(`#panel.open h2`),
+	)
+	panelText := eval[string](t, bctx, `document.getElementById('panel').innerText`)
+	assert.Contains(t, panelText, "fare-report")
+	assert.Contains(t, panelText, "User:ANONYMOUS", "the job's principal")
+	assert.Contains(t, panelText, "grpc-go/", "the job's client software (gRPC user-agent)")
+	assert.Contains(t, panelText, "flight_dataset:trips", "what it reads")
+	assert.Contains(t, panelText, "flight_dataset:reports/fares_by_region", "what it writes")
+	assert.Contains(t, panelText, "streams")
+
+	// Fit the graph beside the open panel (after its slide-in) for the picture.
+	do(
+		chromedp.Sleep(400*time.Millisecond),
+		chromedp.Click(`#fit`),
+		chromedp.Sleep(400*time.Millisecond),
+	)
+	shot := filepath.Join(artifactDir(t), "lineage-web-view-demo.png")
+	png, err := chromedp.Run(bctx, chromedp.CaptureScreenshot())
+	require.NoError(t, err)
+	require.NoError(t, os.WriteFile(shot, png, 0o644))
+	t.Logf("screenshot saved to %s", shot)
+}

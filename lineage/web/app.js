@@ -68,7 +68,9 @@ function fmtCount(v) {
   while (Math.abs(v) >= 1000 && i < units.length - 1) { v /= 1000; i++; }
   return (i === 0 ? (Number.isInteger(v) ? v.toString() : v.toFixed(1)) : v.toFixed(v < 10 ? 2 : 1) + units[i]);
 }
-function fmtRate(e) { return fmtBytes(e.bytes_per_second) + '/s · ' + fmtCount(e.records_per_second) + ' rec/s'; }
+// Flight edges (reads, writes) count rows; Kafka edges count records.
+function unitOf(e) { return e.type === 'reads' || e.type === 'writes' ? 'rows' : 'rec'; }
+function fmtRate(e) { return fmtBytes(e.bytes_per_second) + '/s · ' + fmtCount(e.records_per_second) + ` ${unitOf(e)}/s`; }
 function fmtTime(s) {
   const d = new Date(s);
   return isNaN(d) || d.getFullYear() < 2000 ? '–' : d.toLocaleString();
@@ -109,11 +111,17 @@ function layout(nodes, edges) {
     }
   }
   for (const [f, tos] of dag) for (const t of tos) inc.get(t).push(f);
+  // Each kind has a first layer it may sit in, so a topic or dataset with
+  // no writer in view still sits with the data, and its readers after it:
+  // writers (applications, jobs) 0, topics and Flight datasets 1, consumer
+  // groups 2; a job that reads lands after what it reads.
+  const minRank = { topic: 1, flight_dataset: 1, group: 2 };
+  const typeOf = new Map(nodes.map((n) => [n.id, n.type]));
   const rank = new Map();
   const rankOf = (id) => {
     if (rank.has(id)) return rank.get(id);
     rank.set(id, 0);
-    let r = 0;
+    let r = minRank[typeOf.get(id)] || 0;
     for (const p of inc.get(id)) r = Math.max(r, rankOf(p) + 1);
     rank.set(id, r);
     return r;
@@ -241,7 +249,7 @@ function render() {
   nodesG.replaceChildren();
   if (graph.nodes.length === 0) {
     const t = el('text', { id: 'empty', x: 0, y: 0, 'text-anchor': 'middle' }, nodesG);
-    t.textContent = 'No traffic seen in this window yet. Point a Kafka client at the proxy.';
+    t.textContent = 'No traffic seen in this window yet. Point a Kafka or Arrow Flight client at the proxy.';
   }
   const maxRate = Math.max(1, ...graph.edges.map((e) => e.bytes_per_second));
   const searching = state.q.trim() !== '';
@@ -287,7 +295,7 @@ function render() {
     const w = idle ? 1.5 : 1.5 + 10 * Math.sqrt(e.bytes_per_second / maxRate);
     el('path', { d, 'stroke-width': w.toFixed(2), 'marker-end': 'url(#arrow)' }, g);
     const title = el('title', {}, g);
-    title.textContent = `${e.from} ${e.type} ${e.to}\n${fmtRate(e)}\ntotal ${fmtBytes(e.bytes)}, ${fmtCount(e.records)} records`;
+    title.textContent = `${e.from} ${e.type} ${e.to}\n${fmtRate(e)}\ntotal ${fmtBytes(e.bytes)}, ${fmtCount(e.records)} ${unitOf(e) === 'rows' ? 'rows' : 'records'}`;
     const label = el('text', { x: mx, y: my - 6, 'text-anchor': 'middle', class: 'rate' }, g);
     label.textContent = idle ? 'idle' : fmtRate(e);
   }
@@ -429,8 +437,9 @@ async function showPanel(id) {
     const dd = document.createElement('dd'); dd.textContent = Array.isArray(v) ? v.join(', ') : v;
     dl.append(dt, dd);
   };
-  add('in', `${fmtBytes(n.bytes_in_per_second)}/s · ${fmtCount(n.records_in_per_second)} rec/s`);
-  add('out', `${fmtBytes(n.bytes_out_per_second)}/s · ${fmtCount(n.records_out_per_second)} rec/s`);
+  const nunit = n.type === 'job' || n.type === 'flight_dataset' ? 'rows' : 'rec';
+  add('in', `${fmtBytes(n.bytes_in_per_second)}/s · ${fmtCount(n.records_in_per_second)} ${nunit}/s`);
+  add('out', `${fmtBytes(n.bytes_out_per_second)}/s · ${fmtCount(n.records_out_per_second)} ${nunit}/s`);
   add('first seen', fmtTime(n.first_seen));
   add('last seen', fmtTime(n.last_seen));
   add('principals', n.principals);
@@ -438,6 +447,23 @@ async function showPanel(id) {
   add('client software', n.client_software);
   add('hosts', n.hosts);
   body.appendChild(dl);
+  if (n.queries && n.queries.length) {
+    const h3 = document.createElement('h3');
+    h3.textContent = 'Queries (Flight SQL)';
+    const list = document.createElement('ol');
+    list.className = 'queries';
+    for (const q of n.queries) {
+      const li = document.createElement('li');
+      const code = document.createElement('code');
+      code.textContent = q.text;
+      const meta = document.createElement('div');
+      meta.className = 'meta';
+      meta.textContent = `${q.count}× · last ${fmtTime(q.last_seen)}${q.command ? ' · ' + q.command : ''}`;
+      li.append(code, meta);
+      list.appendChild(li);
+    }
+    body.append(h3, list);
+  }
   for (const [title, list, other] of [['Data in, from', d.in, 'from'], ['Data out, to', d.out, 'to']]) {
     if (!list.length) continue;
     const h3 = document.createElement('h3');
@@ -445,8 +471,10 @@ async function showPanel(id) {
     const table = document.createElement('table');
     const tb = document.createElement('tbody');
     for (const e of list) {
-      row(tb, [nodeLink(e[other]), e.type, fmtBytes(e.bytes_per_second) + '/s', fmtCount(e.records_per_second) + ' rec/s']);
-      row(tb, ['total', '', fmtBytes(e.bytes), fmtCount(e.records) + ' rec' + (e.errors ? ` · ${e.errors} err` : '')]);
+      const unit = unitOf(e);
+      row(tb, [nodeLink(e[other]), e.type, fmtBytes(e.bytes_per_second) + '/s', fmtCount(e.records_per_second) + ` ${unit}/s`]);
+      row(tb, ['total', e.requests ? `${fmtCount(e.requests)} ${unit === 'rows' ? 'streams' : 'requests'}` : '', fmtBytes(e.bytes),
+        fmtCount(e.records) + ` ${unit}` + (e.errors ? ` · ${e.errors} err` : '')]);
     }
     table.appendChild(tb);
     body.append(h3, table);
