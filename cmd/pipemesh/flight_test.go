@@ -8,9 +8,11 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"net/http/httptest"
 	"regexp"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -41,10 +43,25 @@ func TestFlightServeEndToEnd(t *testing.T) {
 	require.Eventually(t, func() bool { return re.MatchString(out.String()) }, 10*time.Second, 10*time.Millisecond)
 	upstream := re.FindStringSubmatch(out.String())[1]
 
+	var mu sync.Mutex
+	var pushed []lineage.RunEvent
+	rcv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		var ev lineage.RunEvent
+		if r.Method != http.MethodPost || json.NewDecoder(r.Body).Decode(&ev) != nil {
+			http.Error(w, "want POST with a JSON event", http.StatusBadRequest)
+			return
+		}
+		mu.Lock()
+		pushed = append(pushed, ev)
+		mu.Unlock()
+	}))
+	defer rcv.Close()
+
 	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
 	var f serveFlags
 	f.register(fs)
-	require.NoError(t, fs.Parse([]string{"--flight-listen", "127.0.0.1:0", "--flight-upstream", upstream, "--admin-listen", "127.0.0.1:0", "--telemetry-flush", "100ms"}))
+	require.NoError(t, fs.Parse([]string{"--flight-listen", "127.0.0.1:0", "--flight-upstream", upstream, "--admin-listen", "127.0.0.1:0",
+		"--telemetry-flush", "100ms", "--openlineage-url", rcv.URL + "/api/v1/lineage", "--openlineage-every", "100ms"}))
 	s, err := f.resolve(fs)
 	require.NoError(t, err)
 	require.True(t, s.noKafka, "no Kafka upstream: the Kafka proxy is off")
@@ -128,6 +145,25 @@ func TestFlightServeEndToEnd(t *testing.T) {
 	assert.Equal(t, demoTrips, report.Inputs[0].Name)
 	require.Len(t, report.Outputs, 1)
 	assert.Equal(t, demoReport, report.Outputs[0].Name)
+
+	// ... and pushes it: the ingest job's run event, a BATCH job, with the
+	// rows it wrote.
+	require.Eventually(t, func() bool {
+		mu.Lock()
+		defer mu.Unlock()
+		for _, ev := range pushed {
+			if ev.Job.Name != "job:"+demoIngestJob || len(ev.Outputs) != 1 {
+				continue
+			}
+			jt, _ := ev.Job.Facets["jobType"].(map[string]any)
+			st, _ := ev.Outputs[0].OutputFacets["outputStatistics"].(map[string]any)
+			if jt["processingType"] == "BATCH" && ev.Outputs[0].Namespace == p.Location() &&
+				ev.Outputs[0].Name == demoTrips && st["rowCount"] == float64(demoTripRows) {
+				return true
+			}
+		}
+		return false
+	}, 10*time.Second, 50*time.Millisecond, "an OpenLineage push for trips-ingest")
 
 	cancel()
 	require.NoError(t, <-serveDone)
