@@ -60,7 +60,7 @@ type QueryObservation struct {
 
 // Observer receives what the proxy sees. Calls come once per stream (not
 // per batch) and must not block: hand the value to a queue or aggregate it.
-// The lineage package implements it; nil observes nothing.
+// LineageFeed implements it for the lineage graph; nil observes nothing.
 type Observer interface {
 	ObserveStream(StreamObservation)
 	ObserveQuery(QueryObservation)

@@ -166,6 +166,8 @@ func TestGraphPersistsAndExpires(t *testing.T) {
 	g, err := Open(Config{DataDir: dir, Now: c.Now, Retention: time.Hour})
 	require.NoError(t, err)
 	pipeline(g, c.Now())
+	g.Observe([]Observation{{From: NodeRef{FlightDataset, "trips"}, To: NodeRef{Job, "adhoc"}, Type: Reads, Bytes: 9, Records: 3, At: c.Now(),
+		Statement: Statement{Text: "SELECT * FROM trips", Command: "cmd:text"}}})
 	c.Add(50 * time.Minute)
 	g.Observe([]Observation{{From: orders, To: ordersT, Type: Produces, Bytes: 5, Records: 5, At: c.Now()}})
 	before, err := g.Snapshot(Query{})
@@ -189,6 +191,10 @@ func TestGraphPersistsAndExpires(t *testing.T) {
 	}
 	assert.Equal(t, before.Edges, after.Edges, "edges survive a restart")
 	assert.Equal(t, before.Nodes, after.Nodes, "nodes survive a restart")
+	d, err := g.Node("job:adhoc")
+	require.NoError(t, err)
+	require.Len(t, d.Node.Queries, 1, "a job's statements survive a restart")
+	assert.Equal(t, "SELECT * FROM trips", d.Node.Queries[0].Text)
 
 	// 20 minutes on, only the edge seen 50 minutes in is within the hour.
 	c.Add(20 * time.Minute)
