@@ -249,7 +249,7 @@ func (p *Proxy) report(e *edge, code codes.Code) {
 			"dataset", e.obs.Dataset, "method", e.obs.Method, "count", e.malformedHeaders)
 	}
 	if p.cfg.Observer != nil {
-		p.cfg.Observer.ObserveStream(e.obs)
+		p.cfg.Observer.ObserveStream(e.delta())
 	}
 }
 

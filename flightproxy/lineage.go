@@ -27,10 +27,11 @@ const maxPendingEdges = 10_000
 // DoGet and the upstream's half of DoExchange are dataset -> job (reads),
 // with bytes, rows (as records), batches, one request per stream and an
 // error per stream that did not end OK. Flight SQL statements go to the
-// job's node. Streams are reported once, when they end; the feed sums
-// those that end between flushes per edge and hands the graph one batch per
-// flush, so a proxy call never waits on the graph's lock and each edge gets
-// one rate sample per flush, as Kafka edges do.
+// job's node. A stream is reported when it ends, and a long one also about
+// every Config.ProgressEvery while it runs; the feed sums what arrives between
+// flushes per edge and hands the graph one batch per flush, so a proxy call
+// never waits on the graph's lock and each edge gets one rate sample per
+// flush, as Kafka edges do.
 type LineageFeed struct {
 	out lineage.Observer
 	log *slog.Logger
@@ -92,9 +93,11 @@ func (f *LineageFeed) ObserveStream(o StreamObservation) {
 	obs.Bytes += o.Bytes
 	obs.Records += o.Rows
 	obs.Batches += o.Batches
-	obs.Requests++
-	if o.Code != codes.OK {
-		obs.Errors++
+	if !o.Partial {
+		obs.Requests++
+		if o.Code != codes.OK {
+			obs.Errors++
+		}
 	}
 	if o.End.After(obs.At) {
 		obs.At = o.End

@@ -13,11 +13,14 @@ import (
 
 	"github.com/apache/arrow-go/v18/arrow/flight"
 	"github.com/apache/arrow-go/v18/arrow/flight/flightsql"
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/metadata"
+	"google.golang.org/protobuf/proto"
 
 	"github.com/pipemesh/pipemesh/lineage"
 )
@@ -195,5 +198,102 @@ func BenchmarkLineageFeedObserveStream(b *testing.B) {
 		if i++; i%1000 == 0 {
 			f.Flush()
 		}
+	}
+}
+
+// tee hands every observation to two observers.
+type tee struct{ a, b Observer }
+
+func (t tee) ObserveStream(o StreamObservation) { t.a.ObserveStream(o); t.b.ObserveStream(o) }
+func (t tee) ObserveQuery(q QueryObservation)   { t.a.ObserveQuery(q); t.b.ObserveQuery(q) }
+
+// TestLongStreamsReportProgress: a stream running past Config.ProgressEvery
+// reports its progress while it runs (Partial deltas) and ends with one
+// final observation; the deltas add up to exactly what the proxy counted,
+// and the lineage edge counts the stream once.
+func TestLongStreamsReportProgress(t *testing.T) {
+	const rowsPerBatch, batches = 1024, 5 * progressCheckMessages
+	g, err := lineage.Open(lineage.Config{})
+	require.NoError(t, err)
+	feed := NewLineageFeed(g, nil)
+	rec := &recorder{}
+	up := startUpstream(t, "self", batches) // one endpoint: one long stream each way
+	p, reg := startProxy(t, Config{Upstreams: []Upstream{{Name: "store", Target: "grpc://" + up.addr}}, Observer: tee{rec, feed},
+		ProgressEvery: time.Nanosecond}) // a report at every check: every progressCheckMessages messages
+	c := dial(t, p.Addr())
+	require.NoError(t, putDatasetCtx(withJob("ingest"), c, []string{"long"}, batches, rowsPerBatch))
+	fi, err := c.GetFlightInfo(withJob("report"), &flight.FlightDescriptor{Type: flight.DescriptorPATH, Path: []string{"long"}})
+	require.NoError(t, err)
+	require.Len(t, fi.Endpoint, 1)
+	_, err = readEndpoint(withJob("report"), c, fi.Endpoint[0], rowsPerBatch)
+	require.NoError(t, err)
+
+	require.Eventually(t, func() bool {
+		rec.mu.Lock()
+		defer rec.mu.Unlock()
+		finals := 0
+		for _, o := range rec.streams {
+			if !o.Partial {
+				finals++
+			}
+		}
+		return finals == 2
+	}, 10*time.Second, 10*time.Millisecond, "both streams end")
+	rec.mu.Lock()
+	sums := map[Direction]StreamObservation{}
+	partials := map[Direction]int{}
+	for _, o := range rec.streams {
+		s := sums[o.Direction]
+		s.Bytes += o.Bytes
+		s.Rows += o.Rows
+		s.Batches += o.Batches
+		sums[o.Direction] = s
+		if o.Partial {
+			partials[o.Direction]++
+			assert.Equal(t, codes.OK, o.Code, "a progress report carries no status")
+		}
+	}
+	rec.mu.Unlock()
+	for dir, name := range map[Direction]string{Write: "write", Read: "read"} {
+		assert.GreaterOrEqual(t, partials[dir], 3, "%s: progress reports while the stream ran", name)
+		assert.EqualValues(t, counter(t, reg, "pipemesh_flight_bytes_total", "long", name), sums[dir].Bytes, name)
+		assert.EqualValues(t, counter(t, reg, "pipemesh_flight_rows_total", "long", name), sums[dir].Rows, name)
+		assert.Equal(t, int64(batches*rowsPerBatch), sums[dir].Rows, name)
+		assert.Equal(t, int64(batches), sums[dir].Batches, name)
+	}
+
+	feed.Flush()
+	v, err := g.Snapshot(lineage.Query{})
+	require.NoError(t, err)
+	w, ok := apiEdge(v, "job:ingest", "flight_dataset:long")
+	require.True(t, ok)
+	r, ok := apiEdge(v, "flight_dataset:long", "job:report")
+	require.True(t, ok)
+	assert.Equal(t, sums[Write].Bytes, w.Bytes)
+	assert.Equal(t, sums[Read].Bytes, r.Bytes)
+	assert.Equal(t, int64(1), w.Requests, "the stream counts once, not once per report")
+	assert.Equal(t, int64(1), r.Requests)
+}
+
+// BenchmarkCountFrameWithProgress is BenchmarkCountFrame with an Observer
+// set: the progress check adds a counter per message and a clock read every
+// progressCheckMessages messages.
+func BenchmarkCountFrameWithProgress(b *testing.B) {
+	var msgs []*flight.FlightData
+	w := flight.NewRecordWriter(collect{&msgs}, ipcWithTestSchema())
+	rec := testBatch(0, 64<<10)
+	require.NoError(b, w.Write(rec))
+	rec.Release()
+	raw, err := proto.Marshal(msgs[1])
+	require.NoError(b, err)
+	f := &frame{data: split(raw, 16<<10)}
+	m, err := newMetrics(prometheus.NewRegistry())
+	require.NoError(b, err)
+	e := m.edge(&call{principal: "User:bench", job: "job", method: "DoGet"}, "bench", Read)
+	e.observer = NewLineageFeed(&discard{}, nil)
+	b.SetBytes(int64(len(raw)))
+	b.ReportAllocs()
+	for b.Loop() {
+		e.count(f)
 	}
 }

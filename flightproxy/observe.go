@@ -22,9 +22,13 @@ const (
 	Write Direction = "write"
 )
 
-// StreamObservation is the traffic of one finished stream in one
-// direction, counted from IPC message headers. It is what the lineage graph
-// turns into a job -> dataset edge.
+// StreamObservation is traffic of one stream in one direction, counted
+// from IPC message headers. It is what the lineage graph turns into a job ->
+// dataset edge. The counts are deltas: a stream that runs longer than
+// Config.ProgressEvery reports its progress about that often (Partial set, the
+// counts since its previous report), and every stream ends with one final
+// observation (Partial false) holding the rest, its End and Code. A short
+// stream is one final observation with its totals.
 type StreamObservation struct {
 	Principal string
 	// Job is what the client called itself in the x-pipemesh-job header,
@@ -41,9 +45,19 @@ type StreamObservation struct {
 	Batches   int64  // record batches
 	Rows      int64
 	Start     time.Time
-	End       time.Time
-	Code      codes.Code // how the call ended
+	End       time.Time  // the end of what this observation counts
+	Code      codes.Code // how the call ended (final observations only)
+	// Partial marks a progress report of a stream still running.
+	Partial bool
 }
+
+// DefaultProgressEvery is Config.ProgressEvery's default. The check costs
+// one counter per message and a clock read every progressCheckMessages
+// messages.
+const (
+	DefaultProgressEvery  = time.Second
+	progressCheckMessages = 16
+)
 
 // QueryObservation is one Flight SQL statement seen in a descriptor or an
 // action, for lineage and the audit log.
@@ -59,7 +73,8 @@ type QueryObservation struct {
 }
 
 // Observer receives what the proxy sees. Calls come once per stream (not
-// per batch) and must not block: hand the value to a queue or aggregate it.
+// per batch), or about once per Config.ProgressEvery for a long one, and must not
+// block: hand the value to a queue or aggregate it.
 // LineageFeed implements it for the lineage graph; nil observes nothing.
 type Observer interface {
 	ObserveStream(StreamObservation)
@@ -115,6 +130,14 @@ type edge struct {
 	rows             prometheus.Counter
 	scratch          []byte
 	malformedHeaders int64
+
+	// Progress reports (observer set): what was reported so far, when,
+	// and messages since the clock was last read.
+	observer   Observer
+	every      time.Duration
+	reported   StreamObservation
+	lastReport time.Time
+	sinceCheck int
 }
 
 func (m *metrics) edge(c *call, dataset string, dir Direction) *edge {
@@ -122,12 +145,21 @@ func (m *metrics) edge(c *call, dataset string, dir Direction) *edge {
 	if ds == "" {
 		ds = "(unknown)"
 	}
+	now := time.Now()
+	var observer Observer
+	every := DefaultProgressEvery
+	if c.p != nil {
+		observer, every = c.p.cfg.Observer, c.p.cfg.ProgressEvery
+	}
 	return &edge{
 		obs: StreamObservation{Principal: c.principal, Job: c.job, Host: c.host, Software: c.software,
-			Dataset: dataset, Direction: dir, Method: c.method, Start: time.Now()},
-		bytes:   m.bytes.WithLabelValues(c.principal, ds, string(dir)),
-		batches: m.batches.WithLabelValues(c.principal, ds, string(dir)),
-		rows:    m.rows.WithLabelValues(c.principal, ds, string(dir)),
+			Dataset: dataset, Direction: dir, Method: c.method, Start: now},
+		observer:   observer,
+		every:      every,
+		lastReport: now,
+		bytes:      m.bytes.WithLabelValues(c.principal, ds, string(dir)),
+		batches:    m.batches.WithLabelValues(c.principal, ds, string(dir)),
+		rows:       m.rows.WithLabelValues(c.principal, ds, string(dir)),
 	}
 }
 
@@ -135,6 +167,7 @@ func (m *metrics) edge(c *call, dataset string, dir Direction) *edge {
 // read still passes (the endpoints decide what is valid); it is counted as
 // bytes only.
 func (e *edge) count(f *frame) {
+	e.progress()
 	n := f.data.Len()
 	e.obs.Bytes += int64(n)
 	e.bytes.Add(float64(n))
@@ -156,4 +189,37 @@ func (e *edge) count(f *frame) {
 		e.batches.Inc()
 		e.rows.Add(float64(h.Rows))
 	}
+}
+
+// progress sends the Observer what the stream moved since its last report
+// (whole messages: it runs before a message is counted), once its interval
+// has passed. Called per message, it reads the clock only every
+// progressCheckMessages messages.
+func (e *edge) progress() {
+	if e.observer == nil {
+		return
+	}
+	if e.sinceCheck++; e.sinceCheck < progressCheckMessages {
+		return
+	}
+	e.sinceCheck = 0
+	now := time.Now()
+	if now.Sub(e.lastReport) < e.every {
+		return
+	}
+	e.lastReport = now
+	d := e.delta()
+	d.End, d.Partial = now, true
+	e.observer.ObserveStream(d)
+}
+
+// delta is the stream's observation less what was already reported, and
+// marks it reported.
+func (e *edge) delta() StreamObservation {
+	d := e.obs
+	d.Bytes -= e.reported.Bytes
+	d.Batches -= e.reported.Batches
+	d.Rows -= e.reported.Rows
+	e.reported = e.obs
+	return d
 }

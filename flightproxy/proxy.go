@@ -77,6 +77,10 @@ type Config struct {
 	Quotas Quotas
 	// Observer receives stream and query observations (lineage). Optional.
 	Observer Observer
+	// ProgressEvery is how often a long stream reports its progress to
+	// the Observer while it runs, so lineage rates follow a long DoGet or
+	// DoPut instead of jumping when it ends. Default DefaultProgressEvery.
+	ProgressEvery time.Duration
 	// Logger receives logs. Default slog.Default().
 	Logger *slog.Logger
 	// Registerer receives the pipemesh_flight_* metrics. Default: a private
@@ -96,6 +100,9 @@ func (c *Config) setDefaults() error {
 	}
 	if c.ConnWindow <= 0 {
 		c.ConnWindow = DefaultConnWindow
+	}
+	if c.ProgressEvery <= 0 {
+		c.ProgressEvery = DefaultProgressEvery
 	}
 	if len(c.TicketKey) == 0 {
 		c.TicketKey = make([]byte, 32)

@@ -124,6 +124,7 @@ type clientData struct {
 }
 
 func (o *clientData) Send(fd *flight.FlightData) error {
+	o.e.progress()
 	n := len(fd.DataHeader) + len(fd.DataBody)
 	if err := o.rate.wait(o.c.ss.Context(), n); err != nil {
 		o.err = status.Error(codes.Canceled, err.Error())
