@@ -332,6 +332,8 @@ func TestWebViewDemoKafkaAndFlight(t *testing.T) {
 		require.NoError(t, chromedp.Do(bctx, steps...))
 	}
 	do(
+		// Large and sharp enough for the picture in docs/lineage.md.
+		chromedp.EmulateViewport(1600, 900, chromedp.EmulateScale(1.5)),
 		chromedp.Navigate("http://"+admin+"/lineage?since=5m"),
 		chromedp.WaitVisible(`g.node[data-id="job:fare-report"]`),
 	)

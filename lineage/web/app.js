@@ -230,6 +230,21 @@ function sameProgram(nodes) {
   return links;
 }
 
+// separate moves edge labels that would overlap an earlier one down,
+// a line at a time (edges crossing between two layers put their labels in
+// the same gap).
+function separate(labels) {
+  const placed = [];
+  for (const t of labels) {
+    let b = t.getBBox();
+    for (let i = 0; i < 4 && placed.some((p) => b.x < p.x + p.width && p.x < b.x + b.width && b.y < p.y + p.height && p.y < b.y + b.height); i++) {
+      t.setAttribute('y', parseFloat(t.getAttribute('y')) + b.height + 1);
+      b = t.getBBox();
+    }
+    placed.push(b);
+  }
+}
+
 // bez is the point at t on the cubic from p0 to p3.
 function bez(t, p0, p1, p2, p3) {
   const u = 1 - t;
@@ -252,6 +267,7 @@ function render() {
     t.textContent = 'No traffic seen in this window yet. Point a Kafka or Arrow Flight client at the proxy.';
   }
   const maxRate = Math.max(1, ...graph.edges.map((e) => e.bytes_per_second));
+  const labels = [];
   const searching = state.q.trim() !== '';
   const sel = state.node;
   for (const e of graph.edges) {
@@ -298,7 +314,9 @@ function render() {
     title.textContent = `${e.from} ${e.type} ${e.to}\n${fmtRate(e)}\ntotal ${fmtBytes(e.bytes)}, ${fmtCount(e.records)} ${unitOf(e) === 'rows' ? 'rows' : 'records'}`;
     const label = el('text', { x: mx, y: my - 6, 'text-anchor': 'middle', class: 'rate' }, g);
     label.textContent = idle ? 'idle' : fmtRate(e);
+    labels.push(label);
   }
+  separate(labels);
   for (const l of links) {
     const a = positions.get(l.from), b = positions.get(l.to);
     if (!a || !b) continue;
