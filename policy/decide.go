@@ -149,6 +149,9 @@ type Policy struct {
 	superUsers map[string]struct{}
 	creds      map[string]*Credentials
 	idx        [numResourceTypes]index
+
+	flightQuotas    map[string]FlightQuota
+	flightQuotaList []FlightQuota
 }
 
 // Rules returns the policy's rules in file order.
@@ -180,6 +183,12 @@ func compile(src source) (*Policy, error) {
 		rules:      src.rules,
 		superUsers: make(map[string]struct{}, len(src.superUsers)),
 		creds:      make(map[string]*Credentials, len(src.principals)),
+
+		flightQuotas:    make(map[string]FlightQuota, len(src.flightQuotas)),
+		flightQuotaList: src.flightQuotas,
+	}
+	for _, q := range src.flightQuotas {
+		p.flightQuotas[q.Principal] = q
 	}
 	for _, s := range src.superUsers {
 		p.superUsers[s] = struct{}{}

@@ -24,7 +24,9 @@ const policyAbout = `Check a policy file, or explain a decision it makes.
   pipemesh policy explain FILE --principal User:bob --operation WRITE --topic orders
       Print the decision (allow, deny, or would_deny in audit mode) and the
       rule that made it. Name the resource with one of --topic, --group,
-      --transactional-id or --cluster.
+      --transactional-id, --cluster, or --flight-dataset for an Arrow Flight
+      dataset (pipemesh policy explain FILE --principal User:alice
+      --operation READ --flight-dataset sales.orders).
 
 The file format is in docs/security.md.`
 
@@ -85,7 +87,7 @@ func runPolicyCheck(args []string, stdout, stderr io.Writer) error {
 }
 
 func runPolicyExplain(args []string, stdout, stderr io.Writer) error {
-	fs := newFlagSet("policy explain", "FILE --principal User:NAME --operation OP (--topic|--group|--transactional-id NAME | --cluster)",
+	fs := newFlagSet("policy explain", "FILE --principal User:NAME --operation OP (--topic|--group|--transactional-id|--flight-dataset NAME | --cluster)",
 		"Print the decision the policy makes and the rule that made it.", stderr)
 	principal := fs.String("principal", "", "principal asking, as `User:name`")
 	operation := fs.String("operation", "", "ACL `operation`: READ, WRITE, CREATE, DELETE, ALTER, DESCRIBE, DESCRIBE_CONFIGS, ALTER_CONFIGS, IDEMPOTENT_WRITE, CLUSTER_ACTION")
@@ -93,6 +95,7 @@ func runPolicyExplain(args []string, stdout, stderr io.Writer) error {
 	group := fs.String("group", "", "consumer group `name`")
 	txn := fs.String("transactional-id", "", "transactional `id`")
 	cluster := fs.Bool("cluster", false, "the cluster resource")
+	dataset := fs.String("flight-dataset", "", "Arrow Flight dataset `name` (descriptor path joined with /, e.g. sales/2026); READ, WRITE or DESCRIBE")
 	file, rest := fileFirst(args)
 	if err := fs.Parse(rest); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
@@ -120,14 +123,14 @@ func runPolicyExplain(args []string, stdout, stderr io.Writer) error {
 		set  bool
 		rt   policy.ResourceType
 		name string
-	}{{*topic != "", policy.ResTopic, *topic}, {*group != "", policy.ResGroup, *group}, {*txn != "", policy.ResTransactionalID, *txn}, {*cluster, policy.ResCluster, policy.ClusterName}} {
+	}{{*topic != "", policy.ResTopic, *topic}, {*group != "", policy.ResGroup, *group}, {*txn != "", policy.ResTransactionalID, *txn}, {*cluster, policy.ResCluster, policy.ClusterName}, {*dataset != "", policy.ResFlightDataset, *dataset}} {
 		if c.set {
 			rt, name = c.rt, c.name
 			n++
 		}
 	}
 	if n != 1 {
-		return errors.New("name exactly one resource: --topic, --group, --transactional-id or --cluster")
+		return errors.New("name exactly one resource: --topic, --group, --transactional-id, --flight-dataset or --cluster")
 	}
 	p, err := policy.Load(file, policy.Options{})
 	if err != nil {
