@@ -273,7 +273,7 @@ func (p *Proxy) getFlightInfo(c *call) error {
 	if err != nil {
 		return err
 	}
-	if err := p.authorize(c.principal, OpRead, dataset); err != nil {
+	if err := p.authorize(c, OpRead, dataset); err != nil {
 		return err
 	}
 	var fi flight.FlightInfo
@@ -289,7 +289,7 @@ func (p *Proxy) pollFlightInfo(c *call) error {
 	if err != nil {
 		return err
 	}
-	if err := p.authorize(c.principal, OpRead, dataset); err != nil {
+	if err := p.authorize(c, OpRead, dataset); err != nil {
 		return err
 	}
 	var pi flight.PollInfo
@@ -310,7 +310,7 @@ func (p *Proxy) getSchema(c *call) error {
 	if err != nil {
 		return err
 	}
-	if err := p.authorize(c.principal, OpRead, dataset); err != nil {
+	if err := p.authorize(c, OpRead, dataset); err != nil {
 		return err
 	}
 	var sr flight.SchemaResult
@@ -329,7 +329,7 @@ func (p *Proxy) doGet(c *call) error {
 	if err != nil {
 		return status.Errorf(codes.InvalidArgument, "pipemesh: %v", err)
 	}
-	if err := p.authorize(c.principal, OpRead, dataset); err != nil {
+	if err := p.authorize(c, OpRead, dataset); err != nil {
 		return err
 	}
 	release, rate, err := p.shaper.admit(c.principal)
@@ -388,7 +388,7 @@ func (p *Proxy) dataStream(c *call, exchange bool) error {
 		ops = append(ops, OpRead)
 	}
 	for _, op := range ops {
-		if err := p.authorize(c.principal, op, dataset); err != nil {
+		if err := p.authorize(c, op, dataset); err != nil {
 			first.free()
 			return err
 		}
@@ -487,7 +487,7 @@ func (p *Proxy) listFlights(c *call) error {
 			if fi.GetFlightDescriptor().GetType() == flight.DescriptorPATH && p.router.forDataset(dataset) != rt {
 				continue
 			}
-			if p.cfg.Authorizer.Decide(c.principal, OpDescribe, dataset).Allow == false {
+			if !p.decide(c, OpDescribe, dataset).Allow {
 				continue
 			}
 			p.rewriteInfo(&fi, rt, dataset)

@@ -52,6 +52,21 @@ type Identity struct {
 	// AllowAnonymous lets callers without credentials in as User:ANONYMOUS
 	// (for the authorizer to decide); otherwise they get Unauthenticated.
 	AllowAnonymous bool
+	// Anonymous, when set, replaces AllowAnonymous and is asked on every
+	// call, so that a policy reload that adds principals turns anonymous
+	// access off, as on the Kafka side.
+	Anonymous func() bool
+	// Known, when set, is asked on every call whether the user of a bearer
+	// token issued earlier still exists, so that removing a principal from
+	// the policy ends its tokens at once rather than at expiry.
+	Known func(user string) bool
+}
+
+func (id *Identity) allowAnonymous() bool {
+	if id.Anonymous != nil {
+		return id.Anonymous()
+	}
+	return id.AllowAnonymous
 }
 
 var errNoCredentials = status.Error(codes.Unauthenticated,
@@ -96,7 +111,7 @@ func (p *Proxy) identify(ctx context.Context, md metadata.MD, method string) (st
 			return "User:" + ti.State.VerifiedChains[0][0].Subject.CommonName, consumed, nil
 		}
 	}
-	if method == "Handshake" || id.AllowAnonymous {
+	if method == "Handshake" || id.allowAnonymous() {
 		return Anonymous, consumed, nil
 	}
 	return "", nil, errNoCredentials
@@ -159,7 +174,11 @@ func (p *Proxy) verifyToken(tok string) (string, bool) {
 	if time.Now().Unix() > int64(binary.BigEndian.Uint64(body)) {
 		return "", false
 	}
-	return string(body[8:]), true
+	user := string(body[8:])
+	if known := p.cfg.Identity.Known; known != nil && !known(user) {
+		return "", false
+	}
+	return user, true
 }
 
 // handshakeLocal answers Handshake at the proxy: a caller identified by

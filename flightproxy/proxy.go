@@ -17,6 +17,7 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"sync"
@@ -68,7 +69,14 @@ type Config struct {
 	// User:ANONYMOUS and Handshake passes through to the default upstream.
 	Identity *Identity
 	// Authorizer decides access to datasets. Default: allow everything.
+	// UsePolicy sets it (and Identity and Quotas) from a policy file.
 	Authorizer Authorizer
+	// AuditLog, when set, receives one JSON line per denied or audited
+	// (would_deny) call, and per allowed one with AuditAllows; the lines
+	// have the Kafka proxy's audit fields. Without it, denials go to the
+	// log at warn level.
+	AuditLog    io.Writer
+	AuditAllows bool
 	// Compression re-encodes DoGet streams of the datasets it names with
 	// LZ4_FRAME or ZSTD body compression toward the client. Default: every
 	// stream passes as it is.
@@ -126,6 +134,7 @@ type Proxy struct {
 	ln        net.Listener
 	server    *grpc.Server
 	closeOnce sync.Once
+	auditMu   sync.Mutex // one audit line at a time
 }
 
 // New validates cfg, registers metrics and prepares the upstream

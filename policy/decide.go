@@ -206,6 +206,7 @@ func compile(src source) (*Policy, error) {
 	}
 	for i := range p.rules {
 		r := &p.rules[i]
+		r.text = r.format()
 		ix := &p.idx[r.Resource]
 		var e *entry
 		switch {
@@ -346,7 +347,9 @@ func (p *Policy) Decide(principal string, op Operation, rt ResourceType, name st
 			d.Result = WouldDeny
 		}
 		return d
-	case s.allow != 0 && s.auditDeny != 0:
+	case s.auditDeny != 0 && (s.allow != 0 || p.Mode == ModeAudit):
+		// Name the deny rule that would decide once enforced. (With no
+		// allow and an enforced policy, the default deny below decides.)
 		return Decision{Result: WouldDeny, Reason: ReasonDenyRule, Rule: &p.rules[s.auditDeny-1]}
 	case s.allow != 0:
 		return Decision{Result: Allowed, Reason: ReasonAllowRule, Rule: &p.rules[s.allow-1]}

@@ -187,3 +187,24 @@ func BenchmarkDecideFlightDataset(b *testing.B) {
 		})
 	}
 }
+
+// TestAuditModeNamesTheDenyRule: in an audit policy, a deny rule that
+// matches with no allow is the rule reported (it decides once enforced);
+// in an enforced policy, an audited deny rule with no allow leaves the
+// default deny in force.
+func TestAuditModeNamesTheDenyRule(t *testing.T) {
+	rules := `
+acls:
+  - {principal: "User:bob", operation: READ, resource: flight_dataset, name: "sales.", pattern: prefixed, permission: deny%s}
+`
+	audit := mustParse(t, "mode: audit"+fmt.Sprintf(rules, ""))
+	d := audit.Decide("User:bob", OpRead, ResFlightDataset, "sales.orders")
+	assert.Equal(t, WouldDeny, d.Result)
+	assert.Equal(t, ReasonDenyRule, d.Reason)
+	require.NotNil(t, d.Rule)
+
+	enforced := mustParse(t, "mode: enforce"+fmt.Sprintf(rules, ", mode: audit"))
+	d = enforced.Decide("User:bob", OpRead, ResFlightDataset, "sales.orders")
+	assert.Equal(t, Denied, d.Result)
+	assert.Equal(t, ReasonNoAllow, d.Reason)
+}

@@ -54,11 +54,20 @@ type Rule struct {
 	// Mode is the rule's own mode (deny rules only); ModeInherit takes the
 	// policy's.
 	Mode Mode
+
+	text string // String, kept at compile so that callers on hot paths do not allocate
 }
 
 // String describes the rule the way kafka-acls.sh --list does, with its
 // place in the file.
 func (r *Rule) String() string {
+	if r.text != "" {
+		return r.text
+	}
+	return r.format()
+}
+
+func (r *Rule) format() string {
 	s := fmt.Sprintf("acls[%d] at line %d: %s %s %s on %s %s:%q", r.Index, r.Pos.Line, r.Permission, r.Principal,
 		r.Operation, r.Resource, r.Pattern, r.Name)
 	if r.Mode != ModeInherit {
