@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"os"
 	"strings"
+	"sync"
 
 	"github.com/prometheus/client_golang/prometheus"
 
@@ -170,20 +171,47 @@ func setupPolicy(ctx context.Context, s *settings, log *slog.Logger, reg prometh
 	s.proxy.Policy = store
 	s.proxy.AuditAllows = s.auditAllows
 	closeAudit := func() {}
+	var audit io.Writer
 	switch s.auditLog {
 	case "":
 	case "-":
-		s.proxy.AuditLog = stderr
+		audit = &lockedWriter{w: stderr}
 	default:
 		f, err := os.OpenFile(s.auditLog, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o600)
 		if err != nil {
 			return nil, fmt.Errorf("--audit-log: %w", err)
 		}
-		s.proxy.AuditLog = f
+		audit = &lockedWriter{w: f}
 		closeAudit = func() { f.Close() }
 	}
+	if audit != nil {
+		s.proxy.AuditLog = audit
+	}
+	// One policy file governs both proxies: its flight_dataset rules,
+	// principals and flight_quotas apply to Flight calls.
+	if s.flight != nil {
+		s.flight.UsePolicy(store)
+		s.flight.AuditAllows = s.auditAllows
+		if audit != nil {
+			s.flight.AuditLog = audit
+		}
+	}
 	p := store.Current()
-	log.Info("policy loaded", "file", s.policyPath, "rules", len(p.Rules()), "mode", p.Mode.String(), "sasl", p.HasPrincipals())
+	log.Info("policy loaded", "file", s.policyPath, "rules", len(p.Rules()), "mode", p.Mode.String(), "sasl", p.HasPrincipals(),
+		"kafka", !s.noKafka, "flight", s.flight != nil)
 	go store.Run(ctx, 0)
 	return closeAudit, nil
+}
+
+// lockedWriter writes one audit line at a time for the Kafka and Flight
+// proxies, which share the audit log.
+type lockedWriter struct {
+	mu sync.Mutex
+	w  io.Writer
+}
+
+func (l *lockedWriter) Write(b []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.w.Write(b)
 }

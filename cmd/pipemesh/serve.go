@@ -67,7 +67,7 @@ func (f *serveFlags) register(fs *flag.FlagSet) {
 	fs.DurationVar(&f.metaRefresh, "metadata-refresh", kafkaproxy.DefaultMetadataRefresh, "how often the proxy refreshes brokers and topics on its own")
 	fs.StringVar(&f.logLevel, "log-level", "info", "debug, info, warn or error")
 	fs.StringVar(&f.logFormat, "log-format", "text", "text or json")
-	fs.StringVar(&f.policyPath, "policy", "", "policy `file`: principals (SASL) and Kafka-style ACLs, reloaded on SIGHUP and on change; see docs/security.md")
+	fs.StringVar(&f.policyPath, "policy", "", "policy `file`: principals (Kafka SASL, Flight basic auth) and Kafka-style ACLs on topics, groups and Flight datasets, reloaded on SIGHUP and on change; see docs/security.md")
 	fs.StringVar(&f.auditLog, "audit-log", "", "`file` to append one JSON line per denied request to (- for stderr; default: denials go to the log)")
 	fs.BoolVar(&f.auditAllows, "audit-allows", false, "also write allowed decisions to --audit-log")
 	f.security.register(fs)
