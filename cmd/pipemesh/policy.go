@@ -82,8 +82,12 @@ func runPolicyCheck(args []string, stdout, stderr io.Writer) error {
 		}
 		return err
 	}
-	fmt.Fprintf(stdout, "%s: ok: %d rules, %d super users, mode %s, SASL %s\n", file, len(p.Rules()), len(p.SuperUsers()), p.Mode,
-		map[bool]string{true: "on (the file defines principals)", false: "off (no principals)"}[p.HasPrincipals()])
+	quotas := ""
+	if n := len(p.FlightQuotas()); n > 0 {
+		quotas = fmt.Sprintf(", %d flight quotas", n)
+	}
+	fmt.Fprintf(stdout, "%s: ok: %d rules%s, %d super users, mode %s, SASL %s\n", file, len(p.Rules()), quotas, len(p.SuperUsers()), p.Mode,
+		map[bool]string{true: "on (the file defines principals; Flight basic auth too)", false: "off (no principals)"}[p.HasPrincipals()])
 	return nil
 }
 
