@@ -329,3 +329,52 @@ flight_quotas:
 		return open(ctx) == nil
 	}, 10*time.Second, 50*time.Millisecond, "admitted again once the first stream ended")
 }
+
+// TestFlightLoginFailuresLimited: after five failed logins from one source,
+// even the right password is refused until the window passes.
+func TestFlightLoginFailuresLimited(t *testing.T) {
+	pp := startPolicyProxy(t, enforcePolicy(), Config{})
+	c, bg := pp.client, context.Background()
+	for i := range loginFailLimit {
+		_, err := c.AuthenticateBasicToken(bg, "alice", "guess-"+string(rune('a'+i)))
+		require.Equal(t, codes.Unauthenticated, status.Code(err))
+		assert.Contains(t, err.Error(), "wrong user name or password")
+	}
+	_, err := c.AuthenticateBasicToken(bg, "alice", "alice-secret")
+	require.Equal(t, codes.Unauthenticated, status.Code(err))
+	assert.Contains(t, err.Error(), "too many failed logins from 127.0.0.1")
+	assert.Equal(t, float64(loginFailLimit+1), testutilCounter(t, pp.proxy, "pipemesh_flight_authentication_failures_total"))
+}
+
+func testutilCounter(t *testing.T, p *Proxy, name string) float64 {
+	t.Helper()
+	reg, ok := p.cfg.Registerer.(*prometheus.Registry)
+	require.True(t, ok)
+	mfs, err := reg.Gather()
+	require.NoError(t, err)
+	for _, mf := range mfs {
+		if mf.GetName() == name {
+			return mf.Metric[0].GetCounter().GetValue()
+		}
+	}
+	return 0
+}
+
+func TestLoginLimiterWindow(t *testing.T) {
+	l := newLoginLimiter()
+	now := time.Now()
+	for range loginFailLimit - 1 {
+		l.fail("10.0.0.1", now)
+	}
+	_, blocked := l.blocked("10.0.0.1", now)
+	assert.False(t, blocked, "four failures")
+	l.fail("10.0.0.1", now)
+	retry, blocked := l.blocked("10.0.0.1", now.Add(10*time.Second))
+	assert.True(t, blocked)
+	assert.Equal(t, 20*time.Second, retry)
+	_, blocked = l.blocked("10.0.0.2", now)
+	assert.False(t, blocked, "per source")
+	_, blocked = l.blocked("10.0.0.1", now.Add(loginFailWindow))
+	assert.False(t, blocked, "the window has passed")
+	assert.Empty(t, l.by, "forgotten")
+}

@@ -135,6 +135,7 @@ type Proxy struct {
 	server    *grpc.Server
 	closeOnce sync.Once
 	auditMu   sync.Mutex // one audit line at a time
+	logins    *loginLimiter
 }
 
 // New validates cfg, registers metrics and prepares the upstream
@@ -170,7 +171,7 @@ func New(cfg Config) (*Proxy, error) {
 		r.close()
 		return nil, fmt.Errorf("flightproxy: ticket key: %w", err)
 	}
-	p := &Proxy{cfg: cfg, log: cfg.Logger.With("component", "flight-proxy"), router: r, metrics: m, ticketKey: cfg.TicketKey, tickets: ts, shaper: newShaper(cfg.Quotas)}
+	p := &Proxy{cfg: cfg, log: cfg.Logger.With("component", "flight-proxy"), router: r, metrics: m, ticketKey: cfg.TicketKey, tickets: ts, shaper: newShaper(cfg.Quotas), logins: newLoginLimiter()}
 	serverOpts := []grpc.ServerOption{
 		grpc.ForceServerCodecV2(codec{}),
 		experimental.BufferPool(pool),
