@@ -79,7 +79,7 @@ type policyProxy struct {
 	audit  *syncBuffer
 }
 
-func startPolicyProxy(t *testing.T, text string, cfg Config) *policyProxy {
+func startPolicyProxy(t testing.TB, text string, cfg Config) *policyProxy {
 	t.Helper()
 	pp := &policyProxy{path: filepath.Join(t.TempDir(), "policy.yaml"), preg: prometheus.NewRegistry(), audit: &syncBuffer{}}
 	require.NoError(t, os.WriteFile(pp.path, []byte(text), 0o600))
@@ -96,7 +96,7 @@ func startPolicyProxy(t *testing.T, text string, cfg Config) *policyProxy {
 	return pp
 }
 
-func (pp *policyProxy) login(t *testing.T, user, password string) context.Context {
+func (pp *policyProxy) login(t testing.TB, user, password string) context.Context {
 	t.Helper()
 	ctx, err := pp.client.AuthenticateBasicToken(context.Background(), user, password)
 	require.NoError(t, err, user)
