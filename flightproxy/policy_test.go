@@ -378,3 +378,50 @@ func TestLoginLimiterWindow(t *testing.T) {
 	assert.False(t, blocked, "the window has passed")
 	assert.Empty(t, l.by, "forgotten")
 }
+
+// TestPolicyActions: the built-in service's delete needs WRITE on the
+// dataset; renewing or cancelling a ticket needs READ on its dataset.
+func TestPolicyActions(t *testing.T) {
+	pp := startPolicyProxy(t, enforcePolicy(), Config{})
+	c := pp.client
+	alice, carol := pp.login(t, "alice", "alice-secret"), pp.login(t, "carol", "carol-secret")
+	require.NoError(t, putDatasetCtx(carol, c, []string{"hr.people"}, 1, 10))
+	del := func(ctx context.Context, name string) error {
+		s, err := c.DoAction(ctx, &flight.Action{Type: "delete", Body: []byte(name)})
+		if err != nil {
+			return err
+		}
+		for {
+			if _, err := s.Recv(); err != nil {
+				if errors.Is(err, io.EOF) {
+					return nil
+				}
+				return err
+			}
+		}
+	}
+	err := del(alice, "hr.people")
+	require.Equal(t, codes.PermissionDenied, status.Code(err))
+	assert.Contains(t, err.Error(), `User:alice may not WRITE flight_dataset "hr.people"`)
+	require.NoError(t, del(carol, "hr.people"))
+	_, err = c.GetFlightInfo(carol, pathDesc("hr.people"))
+	assert.Equal(t, codes.NotFound, status.Code(err), "deleted")
+
+	tp := startPolicyProxy(t, enforcePolicy(), Config{Upstreams: []Upstream{{Target: startTicketServer(t, "up")}}})
+	alice, bob := tp.login(t, "alice", "alice-secret"), tp.login(t, "bob", "bob-secret")
+	fi, err := tp.client.GetFlightInfo(alice, pathDesc("sales.q1"))
+	require.NoError(t, err)
+	_, err = tp.client.RenewFlightEndpoint(alice, &flight.RenewFlightEndpointRequest{Endpoint: fi.Endpoint[0]})
+	require.NoError(t, err)
+	_, err = tp.client.RenewFlightEndpoint(bob, &flight.RenewFlightEndpointRequest{Endpoint: fi.Endpoint[0]})
+	assert.Equal(t, codes.PermissionDenied, status.Code(err), "bob may not renew alice's ticket")
+	_, err = tp.client.CancelFlightInfo(bob, &flight.CancelFlightInfoRequest{Info: fi})
+	assert.Equal(t, codes.PermissionDenied, status.Code(err), "nor cancel it")
+	// (The test upstream answers a cancel with text, so read it raw.)
+	s, err := tp.client.DoAction(alice, &flight.Action{Type: flight.CancelFlightInfoActionType,
+		Body: mustMarshal(t, &flight.CancelFlightInfoRequest{Info: fi})})
+	require.NoError(t, err)
+	res, err := s.Recv()
+	require.NoError(t, err)
+	assert.Equal(t, "up cancelled up-ticket", string(res.Body))
+}
