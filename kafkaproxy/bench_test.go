@@ -305,7 +305,8 @@ func BenchmarkProduceThroughput(b *testing.B) {
 // startBenchCluster starts a 3-broker kfake cluster with topic "bench" and,
 // when proxied, a proxy in front of it; it returns the seed addresses.
 // A blackhole cluster acknowledges produced records without keeping them.
-func startBenchCluster(b *testing.B, proxied, blackhole bool) []string {
+// opts change the proxy's config.
+func startBenchCluster(b *testing.B, proxied, blackhole bool, opts ...func(*Config)) []string {
 	cfg := devbroker.Config{Brokers: 3, Topics: []devbroker.Topic{{Name: "bench", Partitions: 6}}}
 	if blackhole {
 		cfg.Options = append(cfg.Options, kfake.BlackholeProduce())
@@ -318,10 +319,14 @@ func startBenchCluster(b *testing.B, proxied, blackhole bool) []string {
 	if !proxied {
 		return cluster.ListenAddrs()
 	}
-	p, err := New(Config{
+	pcfg := Config{
 		Listen: "127.0.0.1:0", BrokerPortBase: -1, Upstreams: cluster.ListenAddrs(),
 		Logger: slog.New(slog.DiscardHandler), Registerer: prometheus.NewRegistry(),
-	})
+	}
+	for _, o := range opts {
+		o(&pcfg)
+	}
+	p, err := New(pcfg)
 	if err != nil {
 		b.Fatal(err)
 	}

@@ -76,6 +76,20 @@ type Config struct {
 	// credentials.
 	UpstreamTLS  *tls.Config
 	UpstreamSASL sasl.Mechanism
+	// Telemetry configures the observe stage: throughput metrics per
+	// topic and client, request durations, and lineage.
+	Telemetry TelemetryConfig
+	// Compression rules recompress Produce batches per topic
+	// (docs/compression.md).
+	Compression []CompressionRule
+	// Quotas are per-principal and per-(principal, topic) rate limits
+	// (docs/quotas.md).
+	Quotas []QuotaRule
+	// Limits bound memory; zero fields take their defaults.
+	Limits Limits
+	// RecompressWorkers bounds how many batches are recompressed at once,
+	// over all connections. Default GOMAXPROCS.
+	RecompressWorkers int
 	// WrapClientConn, when set, wraps every accepted client connection
 	// (tests use it to capture what clients receive).
 	WrapClientConn func(net.Conn) net.Conn

@@ -42,6 +42,8 @@ type pending struct {
 	corr         int32
 	local        []byte
 	authz        *authzAfter // set when the policy must see the response (authorize.go)
+	start        time.Time   // for the duration histograms; zero when telemetry is off
+	sh           shapeState
 }
 
 // conn is one client connection and the upstream connection paired with it.
@@ -71,6 +73,7 @@ type conn struct {
 	owed       atomic.Int32 // responses the client is waiting for
 	nreq       atomic.Int64
 	clientID   string    // first client id seen; set by the request goroutine
+	obs        *connObs  // the observe stage; nil when telemetry is off
 	scratch    []byte    // response rewriting; response goroutine only
 	started    time.Time // for the close log
 
@@ -81,6 +84,8 @@ type conn struct {
 	// it into what they hand to the response goroutine.
 	principal string
 	sasl      saslState // request goroutine only (sasl.go)
+
+	sh connShaping // quotas, recompression, memory limits (shaping.go)
 }
 
 func (p *Proxy) handle(nc net.Conn, node int32) {
@@ -104,9 +109,11 @@ func (p *Proxy) handle(nc net.Conn, node int32) {
 	if principal != "" {
 		c.principal = principal
 	}
+	c.sh.init()
 	c.touch()
 	p.track(c, true)
 	defer p.track(c, false)
+	defer c.closeShaping()
 
 	up, addr, err := p.dialUpstream(node)
 	c.upAddr = addr
@@ -127,6 +134,7 @@ func (p *Proxy) handle(nc net.Conn, node int32) {
 	c.uw = bufio.NewWriterSize(up, writeBufBytes)
 	c.ur = protocol.NewReader(up, p.cfg.MaxFrameBytes, readBufBytes)
 	c.cw = bufio.NewWriterSize(nc, writeBufBytes)
+	c.obs = p.tel.newConn(c)
 	p.log.Info("kafka connection opened", c.attrs()...)
 
 	idle := time.AfterFunc(p.cfg.IdleTimeout, c.checkIdle)
@@ -137,6 +145,7 @@ func (p *Proxy) handle(nc net.Conn, node int32) {
 	go func() { defer wg.Done(); c.responses() }()
 	c.requests()
 	wg.Wait()
+	c.obs.close()
 	c.logClose()
 }
 
@@ -209,7 +218,12 @@ func (c *conn) logClose() {
 // finish what is owed.
 func (c *conn) requests() {
 	defer close(c.inflight)
+	var held int64 // budget for the frame being forwarded
+	defer func() { c.p.sh.budget.requests.release(held) }()
 	for {
+		if !c.waitToRead() {
+			return
+		}
 		frame, err := c.cr.NextHead(streamHeadBytes)
 		if errors.Is(err, io.EOF) {
 			// The client is done sending. Whatever it is owed still goes
@@ -238,7 +252,7 @@ func (c *conn) requests() {
 		if c.clientID == "" && len(hdr.ClientID) > 0 {
 			c.clientID = string(hdr.ClientID)
 		}
-		p := pending{key: hdr.Key, version: hdr.Version, corr: hdr.CorrelationID}
+		p := pending{key: hdr.Key, version: hdr.Version, corr: hdr.CorrelationID, start: c.obs.now()}
 		respond := true
 		switch {
 		case hdr.Key == protocol.ApiVersionsKey && hdr.BodyOffset < 0:
@@ -266,8 +280,23 @@ func (c *conn) requests() {
 				return
 			}
 			if fwd != nil {
-				raw = fwd // rewritten, or read whole to be decoded
+				// Rewritten, or read whole to be decoded: the stages
+				// below see the request as it will be forwarded.
+				raw, frame = fwd, fwd[4:]
 			}
+		}
+		out := raw
+		if p.local == nil {
+			var ok bool
+			if out, held, ok, err = c.shapeRequest(&hdr, raw, frame, &p, respond); err != nil {
+				c.failRead(err, reasonClientClosed, reasonClientProtocol, "client")
+				return
+			} else if !ok {
+				return
+			}
+			// Observed as forwarded: denied topics are gone, batches are
+			// as the broker will store them.
+			c.obs.request(hdr, out[4:], c.cr.Rest())
 		}
 		if respond {
 			c.owed.Add(1)
@@ -296,20 +325,24 @@ func (c *conn) requests() {
 			}
 			continue
 		}
-		if _, err := c.uw.Write(raw); err != nil {
+		_, err = c.uw.Write(out)
+		c.p.sh.budget.requests.release(held)
+		held = 0
+		if err != nil {
 			c.close(reasonUpstreamClosed, fmt.Errorf("writing to broker: %w", err))
 			return
 		}
-		c.cr.Release() // bufio.Writer keeps no reference to raw
+		c.cr.Release() // bufio.Writer keeps no reference to out
 		if c.cr.Rest() > 0 {
 			if err := c.uw.Flush(); err != nil {
 				c.close(reasonUpstreamClosed, fmt.Errorf("writing to broker: %w", err))
 				return
 			}
-			if err := c.cr.CopyRest(c.up); err != nil {
+			if err := c.cr.CopyRest(c.obs.reqTo(c.up)); err != nil {
 				c.close(streamFailReason(err, reasonClientClosed, reasonUpstreamClosed), fmt.Errorf("streaming a %s request to the broker: %w", protocol.KeyName(hdr.Key), err))
 				return
 			}
+			c.obs.requestDone()
 			continue
 		}
 		// Batch pipelined requests into one write; flush when the next
@@ -364,6 +397,8 @@ func (c *conn) failRead(err error, closedReason, protocolReason, side string) {
 
 // responses writes one response per pending request, in order.
 func (c *conn) responses() {
+	var held int64 // budget for a response read whole
+	defer func() { c.p.sh.budget.responses.release(held) }()
 	for p := range c.inflight {
 		var out []byte
 		if p.local != nil {
@@ -371,9 +406,13 @@ func (c *conn) responses() {
 		} else {
 			var body []byte
 			var err error
-			if streamable(p) && p.authz == nil {
+			if streamable(p) && p.authz == nil && !p.sh.whole {
 				body, err = c.ur.NextHead(streamHeadBytes)
 			} else {
+				var ok bool
+				if held, ok = c.holdResponse(); !ok {
+					return
+				}
 				body, err = c.ur.Next()
 			}
 			if err != nil {
@@ -390,6 +429,7 @@ func (c *conn) responses() {
 				return
 			}
 			out = c.ur.Frame()
+			c.obs.response(p, body, c.ur.Rest())
 			rewritten, err := c.rewrite(p, body)
 			if err != nil {
 				c.close(reasonRewrite, fmt.Errorf("rewriting %s v%d response: %w", protocol.KeyName(p.key), p.version, err))
@@ -405,6 +445,7 @@ func (c *conn) responses() {
 				out = rewritten
 				c.p.m.rewrites.WithLabelValues(protocol.KeyName(p.key)).Inc()
 			}
+			out = c.shapeResponse(&p, out)
 		}
 		if _, err := c.cw.Write(out); err != nil {
 			c.close(reasonClientClosed, err)
@@ -416,13 +457,18 @@ func (c *conn) responses() {
 				c.close(reasonClientClosed, err)
 				return
 			}
-			if err := c.ur.CopyRest(c.client); err != nil {
+			if err := c.ur.CopyRest(c.obs.respTo(c.client)); err != nil {
 				c.close(streamFailReason(err, reasonUpstreamClosed, reasonClientClosed), fmt.Errorf("streaming a %s response to the client: %w", protocol.KeyName(p.key), err))
 				return
 			}
 			c.p.m.bytesOut.Add(float64(rest))
 		}
 		c.p.m.bytesOut.Add(float64(len(out)))
+		if p.local == nil {
+			c.obs.responseDone(p)
+		}
+		c.responseDone(&p, held)
+		held = 0
 		c.owed.Add(-1)
 		if len(c.inflight) == 0 || !c.ur.HasFrame() {
 			if err := c.cw.Flush(); err != nil {

@@ -21,8 +21,10 @@ type Proxy struct {
 	cfg     Config
 	log     *slog.Logger
 	m       *metrics
+	tel     *telemetry // nil when telemetry is disabled
 	topics  *TopicIDs
 	brokers *brokerMap
+	sh      *shaping // quotas, recompression, memory limits
 
 	bootstrap net.Listener
 	control   *kgo.Client
@@ -56,7 +58,12 @@ func New(cfg Config) (*Proxy, error) {
 	if err != nil {
 		return nil, fmt.Errorf("kafkaproxy: registering metrics: %w", err)
 	}
+	sh, err := newShaping(&cfg, cfg.Registerer)
+	if err != nil {
+		return nil, err
+	}
 	p := &Proxy{
+		sh:      sh,
 		cfg:     cfg,
 		log:     cfg.Logger.With("component", "kafkaproxy"),
 		m:       m,
@@ -70,6 +77,9 @@ func New(cfg Config) (*Proxy, error) {
 		if err := p.initAuth(); err != nil {
 			return nil, err
 		}
+	}
+	if p.tel, err = newTelemetry(cfg.Telemetry, cfg.Registerer, p.topics, p.log); err != nil {
+		return nil, fmt.Errorf("kafkaproxy: registering telemetry metrics: %w", err)
 	}
 	return p, nil
 }
@@ -130,7 +140,8 @@ func (p *Proxy) Serve(ctx context.Context) error {
 
 	p.log.Info("kafka proxy listening", "bootstrap", p.Addr(), "upstream", p.cfg.Upstreams,
 		"advertise_host", p.cfg.AdvertiseHost, "broker_port_base", p.cfg.BrokerPortBase)
-	p.wg.Add(2)
+	p.wg.Add(3)
+	go func() { defer p.wg.Done(); p.tel.run(p.ctx) }()
 	go func() { defer p.wg.Done(); p.acceptLoop(p.bootstrap, bootstrapNode) }()
 	go func() { defer p.wg.Done(); p.metadataLoop() }()
 
@@ -143,6 +154,7 @@ func (p *Proxy) Serve(ctx context.Context) error {
 	}
 	p.connMu.Unlock()
 	p.wg.Wait()
+	p.tel.flush(time.Now()) // what the last connections counted
 	p.log.Info("kafka proxy stopped")
 	return nil
 }

@@ -121,6 +121,62 @@ func (r *Reader) CopyRest(w io.Writer) error {
 	return nil
 }
 
+// PeekSize waits for the next frame's size prefix and returns it without
+// consuming anything, so a caller can account for the memory a frame will
+// take before Next allocates it.
+func (r *Reader) PeekSize() (int32, error) {
+	if r.rest > 0 {
+		return 0, fmt.Errorf("peeking a frame while %d bytes of the last one are unread; call CopyRest first", r.rest)
+	}
+	b, err := r.br.Peek(4)
+	if err != nil {
+		return 0, err
+	}
+	return int32(binary.BigEndian.Uint32(b)), nil
+}
+
+// ReadRest reads the unread rest of the frame NextHead returned, so that the
+// whole frame is in memory: it returns the whole body, and Frame returns the
+// whole frame. A stage that must see all of a large frame (to rewrite it)
+// calls it; the buffer is pooled as Next's are.
+func (r *Reader) ReadRest() ([]byte, error) {
+	if r.rest == 0 {
+		if r.frame == nil {
+			return nil, nil
+		}
+		return r.frame[4:], nil
+	}
+	total := len(r.frame) + r.rest
+	var buf []byte
+	var big *[]byte
+	if total <= keepBufBytes {
+		buf = make([]byte, total)
+	} else {
+		big = getBig(total)
+		buf = (*big)[:total]
+	}
+	head := copy(buf, r.frame)
+	if _, err := io.ReadFull(r.br, buf[head:]); err != nil {
+		if errors.Is(err, io.EOF) {
+			err = io.ErrUnexpectedEOF
+		}
+		if big != nil {
+			putBig(big)
+		}
+		r.Release()
+		r.frame, r.rest = nil, 0
+		return nil, fmt.Errorf("reading the rest of a %d-byte frame: %w", total-4, err)
+	}
+	r.Release()
+	if big != nil {
+		r.big = big
+	} else {
+		r.buf = buf
+	}
+	r.frame, r.rest = buf, 0
+	return buf[4:], nil
+}
+
 func (r *Reader) next(head int) ([]byte, error) {
 	r.Release()
 	r.frame = nil

@@ -104,3 +104,50 @@ func BenchmarkWalkProduceRequest(b *testing.B) {
 		}
 	}
 }
+
+func TestProduceTopicsInHead(t *testing.T) {
+	for _, v := range []int16{3, 8, 9, 12, 13} {
+		t.Run(fmt.Sprintf("v%d", v), func(t *testing.T) {
+			for _, topics := range []int{1, 3} {
+				req := produceRequestWith(v, topics, 2, v%2 == 1)
+				body := req.AppendTo(nil)
+				// Where each topic's name ends in the body: the walk sees the
+				// topic once its name is read.
+				var ends []int
+				for cut := 1; cut <= len(body); cut++ {
+					var n int
+					ProduceTopics(v, body[:cut], func([]byte, [16]byte) { n++ })
+					if n > len(ends) {
+						ends = append(ends, cut)
+					}
+				}
+				require.Len(t, ends, topics, "every topic seen in the whole body")
+				for cut := 0; cut <= len(body); cut++ {
+					var seen []string
+					all := ProduceTopics(v, body[:cut], func(name []byte, id [16]byte) {
+						if v >= 13 {
+							seen = append(seen, fmt.Sprint(id))
+						} else {
+							seen = append(seen, string(name))
+						}
+					})
+					want := 0
+					for _, e := range ends {
+						if cut >= e {
+							want++
+						}
+					}
+					assert.Len(t, seen, want, "cut at %d", cut)
+					for i, s := range seen {
+						if v >= 13 {
+							assert.Equal(t, fmt.Sprint(req.Topics[i].TopicID), s)
+						} else {
+							assert.Equal(t, req.Topics[i].Topic, s)
+						}
+					}
+					assert.Equal(t, want == topics, all, "cut at %d of %d: all topics seen", cut, len(body))
+				}
+			}
+		})
+	}
+}

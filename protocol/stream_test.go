@@ -101,3 +101,50 @@ func TestCopyRestOverTCP(t *testing.T) {
 	out.Close()
 	assert.True(t, bytes.Equal(AppendFrame(nil, big), <-got), "the frame arrives whole, byte for byte")
 }
+
+func TestReadRestAndPeekSize(t *testing.T) {
+	big := bytes.Repeat([]byte("0123456789abcdef"), 100_000) // 1.6 MB: a pooled buffer
+	mid := bytes.Repeat([]byte("x"), 5000)
+	stream := concat(AppendFrame(nil, mid), AppendFrame(nil, big), AppendFrame(nil, []byte("tail")))
+	r := NewReader(bytes.NewReader(stream), 0, 4096)
+
+	n, err := r.PeekSize()
+	require.NoError(t, err)
+	assert.Equal(t, int32(len(mid)), n)
+	head, err := r.NextHead(1000)
+	require.NoError(t, err)
+	assert.Equal(t, mid[:1000], head)
+	body, err := r.ReadRest()
+	require.NoError(t, err)
+	assert.Equal(t, mid, body)
+	assert.Equal(t, AppendFrame(nil, mid), r.Frame(), "Frame is the whole frame after ReadRest")
+	assert.Zero(t, r.Rest())
+
+	n, err = r.PeekSize()
+	require.NoError(t, err)
+	assert.Equal(t, int32(len(big)), n, "peeking consumes nothing")
+	_, err = r.NextHead(1000)
+	require.NoError(t, err)
+	_, err = r.PeekSize()
+	assert.Error(t, err, "peeking inside a frame is refused")
+	body, err = r.ReadRest()
+	require.NoError(t, err)
+	assert.Equal(t, big, body)
+	again, err := r.ReadRest()
+	require.NoError(t, err)
+	assert.Equal(t, big, again, "ReadRest on a whole frame returns it")
+
+	body, err = r.Next()
+	require.NoError(t, err)
+	assert.Equal(t, "tail", string(body))
+}
+
+func TestReadRestTruncated(t *testing.T) {
+	stream := AppendFrame(nil, bytes.Repeat([]byte{1}, 5000))[:3000]
+	r := NewReader(bytes.NewReader(stream), 0, 512)
+	_, err := r.NextHead(100)
+	require.NoError(t, err)
+	_, err = r.ReadRest()
+	assert.ErrorIs(t, err, io.ErrUnexpectedEOF)
+	assert.Zero(t, r.Rest())
+}

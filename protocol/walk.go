@@ -18,6 +18,9 @@ type PartitionData struct {
 	Partition int32
 	ErrorCode int16
 	Records   []byte
+	// RecordsAt is the offset in the body of the records' length prefix,
+	// so that a rewrite can splice new records in (RewriteProduceRequest).
+	RecordsAt int
 }
 
 // HasTopLevelTags reports whether a Produce (v10+) or Fetch (v16+) response
@@ -119,6 +122,7 @@ func WalkFetchResponse(version int16, body []byte, fn func(PartitionData)) (kbin
 			if version >= 11 {
 				b.Int32() // preferred read replica
 			}
+			pd.RecordsAt = len(body) - len(b.Src)
 			if flexible {
 				pd.Records = b.CompactNullableBytes()
 				skipTags(&b)

@@ -17,17 +17,21 @@ import (
 	"github.com/pipemesh/pipemesh/internal/admin"
 	"github.com/pipemesh/pipemesh/internal/devbroker"
 	"github.com/pipemesh/pipemesh/kafkaproxy"
+	"github.com/pipemesh/pipemesh/lineage"
 )
 
 const demoAbout = `Run everything on embedded defaults: a 3-broker kfake cluster, the proxy in
-front of it, and a small live pipeline through the proxy (the "orders-service"
-producer writing to topic "orders", the "billing" consumer group reading it).
+front of it, and live pipelines through the proxy: the "orders-service"
+producer writing to topic "orders" and the "billing" consumer group reading it
+(checked: every order once), plus payments, inventory and clickstream
+producers, a stream processor (order-enricher) and more consumer groups, so the
+lineage web view opens on a lively graph.
 On the Flight side it runs the built-in Flight dataset service, the Flight
 proxy in front of it, and a Spark-style job ("fare-report") that reads dataset
 "trips" through the proxy (GetFlightInfo, then DoGet on every endpoint in
 parallel), aggregates it and writes the result back with DoPut.
-It prints the addresses to point your own clients at, then a status line every
-few seconds. Ctrl-C stops it.`
+It prints the addresses to point your own clients at and the web view's URL,
+then a status line every few seconds. Ctrl-C stops it.`
 
 // Demo pipeline names, as they show up in logs, metrics and (later) lineage.
 const (
@@ -48,6 +52,7 @@ func runDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	logLevel := fs.String("log-level", "warn", "proxy log level: debug, info, warn or error")
 	flightListen := fs.String("flight-listen", "127.0.0.1:18815", "Flight proxy `host:port`")
 	flightDir := fs.String("flight-data-dir", "", "`directory` for the Flight dataset service (default: a temporary one, removed at exit)")
+	dataDir := fs.String("data-dir", "", "`dir` to keep the lineage graph in across runs (default: memory only)")
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
@@ -63,8 +68,7 @@ func runDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		ctx, cancel = context.WithTimeout(ctx, *duration)
 		defer cancel()
 	}
-	cluster, err := devbroker.Start(devbroker.Config{Listen: *brokerListen, Brokers: 3,
-		Topics: []devbroker.Topic{{Name: demoTopic, Partitions: 6}}})
+	cluster, err := devbroker.Start(devbroker.Config{Listen: *brokerListen, Brokers: 3, Topics: demoTopics})
 	if err != nil {
 		return err
 	}
@@ -72,6 +76,7 @@ func runDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error
 
 	s := &settings{adminListen: *adminListen}
 	s.proxy = kafkaproxy.Config{Listen: *kafkaListen, Upstreams: cluster.ListenAddrs()}
+	s.telemetry = telemetrySettings{enabled: true, lineage: lineage.Config{DataDir: *dataDir}}
 	if strings.HasSuffix(*kafkaListen, ":0") {
 		s.proxy.BrokerPortBase = -1 // one embedded proxy: free ports are fine
 	}
@@ -111,9 +116,12 @@ func runDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error
   Brokers as clients see them:         %s
   Real brokers behind it (kfake):      %s
   Admin:                               http://%s/metrics  /healthz  /readyz
+  Lineage web view:                    http://%s/lineage
 
   Pipeline: %q produces to topic %q; consumer group %q (%q) reads it,
-  both through the proxy.
+  both through the proxy. More services produce to payments, inventory and
+  clickstream; order-enricher turns orders into orders-enriched; groups
+  fraud-detection, warehouse, analytics and notifications read them.
 
 Point any Kafka client at %s, for example:
   kcat -b %s -L
@@ -125,15 +133,16 @@ Point any Kafka client at %s, for example:
   in parallel and writes %q. See docs/flight.md.
 
 Ctrl-C stops it.
-`, p.Addr(), strings.Join(sortedAddrs(p.BrokerAddrs()), ", "), strings.Join(cluster.ListenAddrs(), ", "), adm,
+`, p.Addr(), strings.Join(sortedAddrs(p.BrokerAddrs()), ", "), strings.Join(cluster.ListenAddrs(), ", "), adm, adm,
 		demoProducer, demoTopic, demoGroup, demoConsumer, p.Addr(), p.Addr(), p.Addr(), demoTopic,
 		fp.Addr(), fl.upstream, demoIngestJob, demoTrips, demoReportJob, demoReport)
 
 	pl := &pipeline{bootstrap: p.Addr(), rate: *rate, log: log}
 	var wg sync.WaitGroup
-	wg.Add(2)
+	wg.Add(3)
 	go func() { defer wg.Done(); pl.run(ctx) }()
 	go func() { defer wg.Done(); fl.run(ctx, fp.Addr(), *every) }()
+	go func() { defer wg.Done(); runServices(ctx, p.Addr(), *rate, log) }()
 	t := time.NewTicker(*every)
 	defer t.Stop()
 loop:

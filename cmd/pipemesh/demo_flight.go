@@ -273,6 +273,9 @@ func (d *demoFlight) run(ctx context.Context, proxyAddr string, every time.Durat
 	}
 	defer c.Close()
 	if err := putTrips(ctx, c); err != nil {
+		if ctx.Err() != nil {
+			return // stopped while writing: not a failure
+		}
 		d.fail(fmt.Errorf("flight demo: writing %s: %w", demoTrips, err))
 		return
 	}

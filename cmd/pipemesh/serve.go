@@ -7,7 +7,9 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net/url"
 	"os"
+	"strings"
 	"sync"
 	"time"
 
@@ -15,6 +17,7 @@ import (
 	"github.com/pipemesh/pipemesh/internal/admin"
 	"github.com/pipemesh/pipemesh/internal/config"
 	"github.com/pipemesh/pipemesh/kafkaproxy"
+	"github.com/pipemesh/pipemesh/lineage"
 )
 
 const serveAbout = `Run the Kafka proxy. Clients use --kafka-listen as their bootstrap address
@@ -25,6 +28,9 @@ rewritten to those listeners. Flags override the keys of --config.
 With --flight-upstream it also runs the Arrow Flight proxy on --flight-listen
 (or only it, without a Kafka upstream): Flight clients connect there, and every
 FlightInfo endpoint is rewritten to lead back through it. See docs/flight.md.
+Per-topic recompression of produced batches, quotas (throttled the Kafka way,
+with throttle_time_ms) and the memory budget are set in --config, under
+compression:, quotas: and limits: (docs/compression.md, docs/quotas.md).
 
 Examples:
   pipemesh serve --kafka-listen 127.0.0.1:19092 --kafka-upstream 127.0.0.1:9092
@@ -51,6 +57,41 @@ type serveFlags struct {
 	auditAllows    bool
 	security       securityFlags
 	flight         flightFlags
+	telemetry      telemetryFlags
+}
+
+// telemetryFlags are the observe stage's and lineage's flags.
+type telemetryFlags struct {
+	enabled        bool
+	flush          time.Duration
+	dataDir        string
+	retention      time.Duration
+	olURL          string
+	olEvery        time.Duration
+	olNamespace    string
+	maxLabelValues int
+	labelAllow     listFlag
+}
+
+func (f *telemetryFlags) register(fs *flag.FlagSet) {
+	fs.BoolVar(&f.enabled, "telemetry", true, "count bytes and records per topic, client and group, and build the lineage graph (false: only connection and request counters)")
+	fs.DurationVar(&f.flush, "telemetry-flush", kafkaproxy.DefaultFlushInterval, "how often counters go to /metrics and the lineage graph")
+	fs.StringVar(&f.dataDir, "data-dir", "", "`dir` for the lineage graph's file (lineage.db), so it survives restarts (default: memory only)")
+	fs.DurationVar(&f.retention, "lineage-retention", lineage.DefaultRetention, "forget lineage edges not seen for this `long`")
+	fs.StringVar(&f.olURL, "openlineage-url", "", "push OpenLineage run events to this `URL` (for example Marquez: http://marquez:5000/api/v1/lineage)")
+	fs.DurationVar(&f.olEvery, "openlineage-every", lineage.DefaultPushEvery, "how often to push to --openlineage-url")
+	fs.StringVar(&f.olNamespace, "openlineage-namespace", lineage.DefaultJobNamespace, "OpenLineage job `namespace` for the applications, groups and jobs pipemesh sees")
+	fs.IntVar(&f.maxLabelValues, "metrics-max-label-values", kafkaproxy.DefaultMaxLabelValues, "distinct values each of the topic, principal, client_id and group labels may take before the rest read \"other\"")
+	fs.Var(&f.labelAllow, "metrics-label-allow", "`label=value` that always keeps its own series, past the cap (repeat or comma-separate; labels: topic, principal, client_id, group)")
+}
+
+// telemetrySettings is the resolved telemetry and lineage setup.
+type telemetrySettings struct {
+	lineage     lineage.Config
+	enabled     bool
+	olURL       string
+	olEvery     time.Duration
+	olNamespace string
 }
 
 func (f *serveFlags) register(fs *flag.FlagSet) {
@@ -72,6 +113,7 @@ func (f *serveFlags) register(fs *flag.FlagSet) {
 	fs.BoolVar(&f.auditAllows, "audit-allows", false, "also write allowed decisions to --audit-log")
 	f.security.register(fs)
 	f.flight.register(fs)
+	f.telemetry.register(fs)
 }
 
 // settings is the merged result of defaults, config file and flags.
@@ -86,9 +128,10 @@ type settings struct {
 	security    securitySettings
 	// flight is the Flight proxy's config; nil when it is off. noKafka
 	// turns the Kafka proxy off (only Flight upstreams configured).
-	flight   *flightproxy.Config
-	noKafka  bool
-	onFlight func(*flightproxy.Proxy) // called once the Flight proxy listens
+	flight    *flightproxy.Config
+	noKafka   bool
+	onFlight  func(*flightproxy.Proxy) // called once the Flight proxy listens
+	telemetry telemetrySettings
 }
 
 // resolve merges the config file (if any) under the flags the user set.
@@ -155,6 +198,10 @@ func (f *serveFlags) resolve(fs *flag.FlagSet) (*settings, error) {
 	if s.security, err = f.security.resolve(set, k, os.LookupEnv); err != nil {
 		return nil, err
 	}
+	if err := f.telemetry.resolve(s); err != nil {
+		return nil, err
+	}
+	applyRules(&s.proxy, &file)
 	if s.flight, err = f.flight.resolve(set, file.Flight); err != nil {
 		return nil, err
 	}
@@ -167,6 +214,47 @@ func (f *serveFlags) resolve(fs *flag.FlagSet) (*settings, error) {
 			"for a local one, run 'pipemesh broker' and use --kafka-upstream 127.0.0.1:9092")
 	}
 	return s, nil
+}
+
+func (f *telemetryFlags) resolve(s *settings) error {
+	t := &s.telemetry
+	t.enabled = f.enabled
+	s.proxy.Telemetry.Disabled = !f.enabled
+	if f.flush <= 0 || f.retention <= 0 || f.olEvery <= 0 {
+		return errors.New("--telemetry-flush, --lineage-retention and --openlineage-every must be positive durations")
+	}
+	if f.maxLabelValues < 1 {
+		return fmt.Errorf("--metrics-max-label-values %d: want at least 1", f.maxLabelValues)
+	}
+	s.proxy.Telemetry.FlushInterval = f.flush
+	s.proxy.Telemetry.MaxLabelValues = f.maxLabelValues
+	for _, kv := range f.labelAllow {
+		label, value, ok := strings.Cut(kv, "=")
+		switch label {
+		case "topic", "principal", "client_id", "group":
+		default:
+			ok = false
+		}
+		if !ok || value == "" {
+			return fmt.Errorf("--metrics-label-allow %q: want LABEL=VALUE with LABEL one of topic, principal, client_id, group", kv)
+		}
+		if s.proxy.Telemetry.LabelAllow == nil {
+			s.proxy.Telemetry.LabelAllow = map[string][]string{}
+		}
+		s.proxy.Telemetry.LabelAllow[label] = append(s.proxy.Telemetry.LabelAllow[label], value)
+	}
+	t.lineage = lineage.Config{DataDir: f.dataDir, Retention: f.retention}
+	if f.olURL != "" {
+		u, err := url.Parse(f.olURL)
+		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+			return fmt.Errorf("--openlineage-url %q: want an http(s) URL such as http://marquez:5000/api/v1/lineage", f.olURL)
+		}
+		if !f.enabled {
+			return errors.New("--openlineage-url needs --telemetry (lineage comes from the observe stage)")
+		}
+	}
+	t.olURL, t.olEvery, t.olNamespace = f.olURL, f.olEvery, f.olNamespace
+	return nil
 }
 
 func runServe(ctx context.Context, args []string, _, stderr io.Writer) error {
@@ -198,18 +286,35 @@ func serve(ctx context.Context, s *settings, log *slog.Logger, started func(*kaf
 		return err
 	}
 	defer closePolicy()
+	var graph *lineage.Graph
+	if s.telemetry.enabled && !s.noKafka {
+		lc := s.telemetry.lineage
+		lc.Logger = log
+		if graph, err = lineage.Open(lc); err != nil {
+			return err
+		}
+		if lc.DataDir == "" {
+			log.Info("lineage graph kept in memory only; set --data-dir to keep it across restarts")
+		}
+	}
 	var runs []func(context.Context) error
 	var p *kafkaproxy.Proxy
 	if !s.noKafka {
 		if err := setupSecurity(ctx, s, log); err != nil {
+			closeGraph(graph, log)
 			return err
 		}
 		s.proxy.Logger = log
 		s.proxy.Registerer = adm.Registry()
+		if graph != nil {
+			s.proxy.Telemetry.Lineage = graph
+		}
 		if p, err = kafkaproxy.New(s.proxy); err != nil {
+			closeGraph(graph, log)
 			return err
 		}
 		if err := p.Listen(); err != nil {
+			closeGraph(graph, log)
 			return err
 		}
 		adm.AddReady("kafka proxy", p.Ready)
@@ -218,6 +323,7 @@ func serve(ctx context.Context, s *settings, log *slog.Logger, started func(*kaf
 	if s.flight != nil {
 		run, fp, err := startFlight(*s.flight, log, adm)
 		if err != nil {
+			closeGraph(graph, log)
 			return err
 		}
 		runs = append(runs, run)
@@ -226,7 +332,29 @@ func serve(ctx context.Context, s *settings, log *slog.Logger, started func(*kaf
 		}
 	}
 	if err := adm.Listen(s.adminListen); err != nil {
+		closeGraph(graph, log)
 		return err
+	}
+	if graph != nil {
+		export := lineage.NewExporter(graph, lineage.ExportConfig{
+			Namespace: s.telemetry.olNamespace, KafkaNamespace: "kafka://" + p.Addr(),
+			URL: s.telemetry.olURL, Every: s.telemetry.olEvery, Logger: log,
+		})
+		graph.Register(adm)
+		export.Register(adm)
+		lineage.RegisterWebView(adm)
+		// The graph outlives the proxy: it is saved (and pushed) after
+		// the proxy's last flush, so the file holds everything counted.
+		lctx, lcancel := context.WithCancel(context.Background())
+		var lwg sync.WaitGroup
+		lwg.Add(2)
+		go func() { defer lwg.Done(); graph.Run(lctx) }()
+		go func() { defer lwg.Done(); export.Run(lctx) }()
+		defer func() {
+			lcancel()
+			lwg.Wait()
+			closeGraph(graph, log)
+		}()
 	}
 	if started != nil {
 		started(p, adm)
@@ -240,4 +368,14 @@ func serve(ctx context.Context, s *settings, log *slog.Logger, started func(*kaf
 	}
 	wg.Wait()
 	return errors.Join(errs...)
+}
+
+// closeGraph saves and closes the lineage graph, if there is one.
+func closeGraph(g *lineage.Graph, log *slog.Logger) {
+	if g == nil {
+		return
+	}
+	if err := g.Close(); err != nil {
+		log.Error("saving the lineage graph at shutdown failed; the last seconds of lineage are lost", "err", err)
+	}
 }

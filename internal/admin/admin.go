@@ -1,5 +1,5 @@
-// Package admin is the proxy's admin HTTP server: liveness, readiness and
-// Prometheus metrics, and the mount point for later admin APIs (lineage).
+// Package admin is the proxy's admin HTTP server: liveness, readiness,
+// Prometheus metrics, and the mount point of the lineage API and web view.
 package admin
 
 import (
@@ -94,7 +94,7 @@ func (s *Server) Serve(ctx context.Context) error {
 	srv := &http.Server{Handler: s.mux, ReadHeaderTimeout: 10 * time.Second}
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(s.ln) }()
-	s.log.Info("admin listening", "addr", s.Addr(), "endpoints", "/healthz /readyz /metrics /debug/pprof/")
+	s.log.Info("admin listening", "addr", s.Addr(), "endpoints", "/healthz /readyz /metrics /debug/pprof/ /lineage /api/v1/lineage /api/v1/openlineage")
 	select {
 	case err := <-errc:
 		return fmt.Errorf("admin: %w", err)

@@ -28,6 +28,11 @@ type File struct {
 	// Policy is the policy file (serve --policy), see docs/security.md.
 	Policy string `yaml:"policy"`
 	Audit  Audit  `yaml:"audit"`
+
+	// Rules for the Kafka path (rules.go).
+	Compression []CompressionRule `yaml:"compression"`
+	Quotas      []QuotaRule       `yaml:"quotas"`
+	Limits      Limits            `yaml:"limits"`
 }
 
 // Audit configures the audit log of policy decisions.
@@ -237,7 +242,8 @@ func describe(path string, err error) error {
 	return errors.New(strings.Join(out, "\n"))
 }
 
-// indexLines maps "section" and "section.key" to their lines.
+// indexLines maps "section" and "section.key" to their lines, and for list
+// sections "section.N" and "section.N.key".
 func indexLines(root *yaml.Node) lineIndex {
 	idx := lineIndex{}
 	if root.Kind != yaml.DocumentNode || len(root.Content) == 0 {
@@ -247,6 +253,16 @@ func indexLines(root *yaml.Node) lineIndex {
 	for i := 0; i+1 < len(top.Content); i += 2 {
 		name, sec := top.Content[i].Value, top.Content[i+1]
 		idx[name] = top.Content[i].Line
+		if sec.Kind == yaml.SequenceNode {
+			for j, entry := range sec.Content {
+				item := fmt.Sprintf("%s.%d", name, j)
+				idx[item] = entry.Line
+				for k := 0; k+1 < len(entry.Content); k += 2 {
+					idx[item+"."+entry.Content[k].Value] = entry.Content[k].Line
+				}
+			}
+			continue
+		}
 		for j := 0; j+1 < len(sec.Content); j += 2 {
 			idx[name+"."+sec.Content[j].Value] = sec.Content[j].Line
 		}
@@ -254,17 +270,19 @@ func indexLines(root *yaml.Node) lineIndex {
 	return idx
 }
 
-// at returns the line of key, or of its section, or 1.
+// at returns the line of key, or of the nearest enclosing entry or
+// section, or 1.
 func (idx lineIndex) at(key string) int {
-	if l, ok := idx[key]; ok {
-		return l
-	}
-	if sec, _, ok := strings.Cut(key, "."); ok {
-		if l, ok := idx[sec]; ok {
+	for {
+		if l, ok := idx[key]; ok {
 			return l
 		}
+		i := strings.LastIndexByte(key, '.')
+		if i < 0 {
+			return 1
+		}
+		key = key[:i]
 	}
-	return 1
 }
 
 func (f *File) validate(lines lineIndex) error {
@@ -288,6 +306,9 @@ func (f *File) validate(lines lineIndex) error {
 	}
 	if k.MaxInFlight < 0 {
 		return fmt.Errorf("%d: kafka.max_in_flight must be positive (0 takes the default)", at("max_in_flight"))
+	}
+	if err := f.validateRules(lines); err != nil {
+		return err
 	}
 	switch strings.ToLower(f.Log.Level) {
 	case "", "debug", "info", "warn", "error":

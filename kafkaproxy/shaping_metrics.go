@@ -1,0 +1,175 @@
+package kafkaproxy
+
+import (
+	"sync"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/pipemesh/pipemesh/protocol"
+)
+
+// shapeMetrics are the instruments of the compression, quota and memory
+// stages. Per-topic and per-principal series are resolved once per name and
+// cached, so the hot path does a map read and atomic adds.
+type shapeMetrics struct {
+	recompBytes   *prometheus.CounterVec
+	recompBatches *prometheus.CounterVec
+	recompSkipped *prometheus.CounterVec
+	recompSeconds prometheus.Counter
+	recompRatio   *prometheus.GaugeVec
+
+	throttleSeconds   *prometheus.CounterVec
+	throttledReplies  *prometheus.CounterVec
+	inflightBytes     prometheus.Gauge
+	budgetTotal       prometheus.Gauge
+	budgetUsed        prometheus.Gauge
+	budgetWaits       prometheus.Counter
+	inflightCapWaits  prometheus.Counter
+	throttlePauses    prometheus.Counter
+	throttleRewriteNo prometheus.Counter
+
+	mu     sync.RWMutex
+	topics map[string]*topicCompression
+	users  map[string]*principalThrottle
+}
+
+// topicCompression holds one topic's recompression series by source codec.
+type topicCompression struct {
+	before, after, batches [protocol.CodecZstd + 1]prometheus.Counter
+	skipped                prometheus.Counter
+	ratio                  prometheus.Gauge
+	mu                     sync.Mutex
+	in, out                int64 // totals, for the ratio
+}
+
+type principalThrottle struct {
+	seconds [quotaKinds]prometheus.Counter
+	replies prometheus.Counter
+}
+
+func newShapeMetrics(reg prometheus.Registerer) (*shapeMetrics, error) {
+	m := &shapeMetrics{
+		recompBytes: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "pipemesh_kafka_recompression_bytes_total",
+			Help: "Record batch bytes (headers included) the compression stage rewrote, before and after, by topic, source codec and target codec. after/before is the ratio.",
+		}, []string{"topic", "from", "to", "stage"}),
+		recompBatches: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "pipemesh_kafka_recompressed_batches_total", Help: "Record batches the compression stage rewrote, by topic, source and target codec.",
+		}, []string{"topic", "from", "to"}),
+		recompSkipped: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "pipemesh_kafka_recompression_skipped_batches_total",
+			Help: "Batches a compression rule covered but the proxy forwarded unchanged: wrong CRC, undecodable, or past the decompression cap. The broker judges them.",
+		}, []string{"topic"}),
+		recompRatio: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "pipemesh_kafka_recompression_ratio",
+			Help: "Bytes before over bytes after recompression, per topic, since the proxy started (rate the _bytes_total counters for a window).",
+		}, []string{"topic"}),
+		recompSeconds: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "pipemesh_kafka_recompression_seconds_total", Help: "Wall time spent recompressing on the worker pool (one core per slot).",
+		}),
+		throttleSeconds: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "pipemesh_kafka_throttle_seconds_total", Help: "Throttle time the proxy gave, by principal and quota (produce, fetch, request).",
+		}, []string{"principal", "quota"}),
+		throttledReplies: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "pipemesh_kafka_throttled_responses_total", Help: "Responses that carried a proxy throttle_time_ms, by principal.",
+		}, []string{"principal"}),
+		inflightBytes: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "pipemesh_kafka_inflight_request_bytes", Help: "Request bytes sent to brokers and not answered yet, all connections.",
+		}),
+		budgetTotal: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "pipemesh_kafka_memory_budget_bytes", Help: "The memory budget (limits.memory_bytes).", ConstLabels: prometheus.Labels{"state": "total"},
+		}),
+		budgetUsed: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "pipemesh_kafka_memory_budget_bytes", Help: "The memory budget (limits.memory_bytes).", ConstLabels: prometheus.Labels{"state": "used"},
+		}),
+		budgetWaits: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "pipemesh_kafka_memory_budget_waits_total", Help: "Times a connection waited for memory because the budget was used up.",
+		}),
+		inflightCapWaits: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "pipemesh_kafka_inflight_cap_waits_total", Help: "Times a connection stopped reading its client at limits.max_inflight_bytes_per_connection.",
+		}),
+		throttlePauses: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "pipemesh_kafka_throttle_pauses_total", Help: "Times the proxy stopped reading a client for its throttle time.",
+		}),
+		throttleRewriteNo: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "pipemesh_kafka_throttle_unannounced_total",
+			Help: "Throttles the proxy enforced by pausing but could not write into the response (a response version or size it does not rewrite).",
+		}),
+		topics: make(map[string]*topicCompression),
+		users:  make(map[string]*principalThrottle),
+	}
+	for _, c := range []prometheus.Collector{m.recompBytes, m.recompBatches, m.recompSkipped, m.recompSeconds, m.recompRatio,
+		m.throttleSeconds, m.throttledReplies, m.inflightBytes, m.budgetTotal, m.budgetUsed, m.budgetWaits,
+		m.inflightCapWaits, m.throttlePauses, m.throttleRewriteNo} {
+		if err := reg.Register(c); err != nil {
+			return nil, err
+		}
+	}
+	return m, nil
+}
+
+// topic returns the series of one topic recompressed to codec to.
+func (m *shapeMetrics) topic(name []byte, to protocol.Codec) *topicCompression {
+	m.mu.RLock()
+	t := m.topics[string(name)]
+	m.mu.RUnlock()
+	if t != nil {
+		return t
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if t = m.topics[string(name)]; t != nil {
+		return t
+	}
+	n := string(name)
+	t = &topicCompression{skipped: m.recompSkipped.WithLabelValues(n), ratio: m.recompRatio.WithLabelValues(n)}
+	for c := protocol.CodecNone; c <= protocol.CodecZstd; c++ {
+		t.before[c] = m.recompBytes.WithLabelValues(n, c.String(), to.String(), "before")
+		t.after[c] = m.recompBytes.WithLabelValues(n, c.String(), to.String(), "after")
+		t.batches[c] = m.recompBatches.WithLabelValues(n, c.String(), to.String())
+	}
+	m.topics[n] = t
+	return t
+}
+
+func (m *shapeMetrics) recompressed(topic []byte, to protocol.Codec, st *protocol.RecompressStats) {
+	t := m.topic(topic, to)
+	var in, out int64
+	for c, b := range st.ByCodec {
+		if b.Batches > 0 {
+			t.before[c].Add(float64(b.In))
+			t.after[c].Add(float64(b.Out))
+			t.batches[c].Add(float64(b.Batches))
+			in, out = in+b.In, out+b.Out
+		}
+	}
+	if out > 0 {
+		t.mu.Lock()
+		t.in, t.out = t.in+in, t.out+out
+		t.ratio.Set(float64(t.in) / float64(t.out))
+		t.mu.Unlock()
+	}
+	if st.Skipped > 0 {
+		t.skipped.Add(float64(st.Skipped))
+	}
+}
+
+func (m *shapeMetrics) principal(name string) *principalThrottle {
+	m.mu.RLock()
+	u := m.users[name]
+	m.mu.RUnlock()
+	if u != nil {
+		return u
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if u = m.users[name]; u != nil {
+		return u
+	}
+	u = &principalThrottle{replies: m.throttledReplies.WithLabelValues(name)}
+	for k := range u.seconds {
+		u.seconds[k] = m.throttleSeconds.WithLabelValues(name, quotaKind(k).String())
+	}
+	m.users[name] = u
+	return u
+}

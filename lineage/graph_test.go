@@ -1,0 +1,298 @@
+package lineage
+
+import (
+	"encoding/json"
+	"net/http"
+	"net/http/httptest"
+	"net/url"
+	"path/filepath"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+	bolt "go.etcd.io/bbolt"
+)
+
+// clock is a settable test clock.
+type clock struct {
+	mu sync.Mutex
+	t  time.Time
+}
+
+func (c *clock) Now() time.Time { c.mu.Lock(); defer c.mu.Unlock(); return c.t }
+func (c *clock) Add(d time.Duration) {
+	c.mu.Lock()
+	c.t = c.t.Add(d)
+	c.mu.Unlock()
+}
+
+func newClock() *clock { return &clock{t: time.Date(2026, 12, 1, 12, 0, 0, 0, time.UTC)} }
+
+var (
+	orders   = NodeRef{Application, "orders-service"}
+	ordersT  = NodeRef{Topic, "orders"}
+	billing  = NodeRef{Group, "billing"}
+	shipping = NodeRef{Group, "shipping"}
+	audit    = NodeRef{Topic, "audit"}
+	auditor  = NodeRef{Application, "auditor"}
+)
+
+// pipeline feeds one flush of a small pipeline: orders-service produces
+// 100 records/s of 1 KB to orders; billing and shipping consume it;
+// auditor produces to audit.
+func pipeline(g *Graph, at time.Time) {
+	g.Observe([]Observation{
+		{From: orders, To: ordersT, Type: Produces, Bytes: 100_000, Records: 100, Batches: 10, Requests: 10, At: at,
+			Client: Client{Principal: "User:ANONYMOUS", ClientID: "orders-service", Software: "kgo/1.19", Host: "127.0.0.1"}},
+		{From: ordersT, To: billing, Type: Consumes, Bytes: 100_000, Records: 100, Batches: 10, Requests: 5, At: at,
+			Client: Client{Principal: "User:ANONYMOUS", ClientID: "billing-1", Software: "sarama"}},
+		{From: ordersT, To: shipping, Type: Consumes, Bytes: 100_000, Records: 100, Batches: 10, Requests: 5, At: at},
+		{From: auditor, To: audit, Type: Produces, Bytes: 10, Records: 1, Batches: 1, Requests: 1, Errors: 1, At: at},
+	})
+}
+
+func edgeOf(t *testing.T, v View, from, to string) Edge {
+	t.Helper()
+	for _, e := range v.Edges {
+		if e.From == from && e.To == to {
+			return e
+		}
+	}
+	t.Fatalf("no edge %s -> %s in %+v", from, to, v.Edges)
+	return Edge{}
+}
+
+func nodeIDs(v View) []string {
+	var ids []string
+	for _, n := range v.Nodes {
+		ids = append(ids, n.ID)
+	}
+	return ids
+}
+
+func TestGraphObserveAndRates(t *testing.T) {
+	c := newClock()
+	g, err := Open(Config{Now: c.Now, RateWindow: 10 * time.Second})
+	require.NoError(t, err)
+	start := c.Now()
+	for range 20 { // 20 one-second flushes
+		c.Add(time.Second)
+		pipeline(g, c.Now())
+	}
+	v, err := g.Snapshot(Query{})
+	require.NoError(t, err)
+	assert.ElementsMatch(t, []string{"application:orders-service", "topic:orders", "group:billing", "group:shipping", "application:auditor", "topic:audit"}, nodeIDs(v))
+	e := edgeOf(t, v, "application:orders-service", "topic:orders")
+	assert.EqualValues(t, 2_000_000, e.Bytes)
+	assert.EqualValues(t, 2000, e.Records)
+	assert.EqualValues(t, 200, e.Batches)
+	assert.Equal(t, start.Add(time.Second), e.FirstSeen)
+	assert.Equal(t, c.Now(), e.LastSeen)
+	assert.InDelta(t, 100_000, e.BytesPerSecond, 1) // 10 flushes of 100 KB in the 10 s window
+	assert.InDelta(t, 100, e.RecordsPerSecond, 0.01)
+	assert.EqualValues(t, 20, edgeOf(t, v, "application:auditor", "topic:audit").Errors)
+
+	for _, n := range v.Nodes {
+		switch n.ID {
+		case "application:orders-service":
+			assert.Equal(t, []string{"kgo/1.19"}, n.Software)
+			assert.Equal(t, []string{"User:ANONYMOUS"}, n.Principals)
+			assert.InDelta(t, 100_000, n.BytesOutPerSecond, 1)
+		case "group:billing":
+			assert.Equal(t, []string{"billing-1"}, n.ClientIDs, "a group lists its members' client ids")
+		case "topic:orders":
+			assert.Empty(t, n.ClientIDs, "topics have no clients")
+			assert.InDelta(t, 100_000, n.BytesInPerSecond, 1)
+			assert.InDelta(t, 200_000, n.BytesOutPerSecond, 1)
+		}
+	}
+
+	// Idle for longer than the window: the rate falls to zero, totals stay.
+	c.Add(11 * time.Second)
+	v, err = g.Snapshot(Query{})
+	require.NoError(t, err)
+	e = edgeOf(t, v, "application:orders-service", "topic:orders")
+	assert.Zero(t, e.BytesPerSecond)
+	assert.EqualValues(t, 2_000_000, e.Bytes)
+}
+
+func TestGraphQuery(t *testing.T) {
+	c := newClock()
+	g, err := Open(Config{Now: c.Now})
+	require.NoError(t, err)
+	pipeline(g, c.Now())
+	c.Add(time.Hour)
+	g.Observe([]Observation{{From: orders, To: ordersT, Type: Produces, Bytes: 1, Records: 1, At: c.Now()}})
+
+	tests := []struct {
+		name string
+		q    Query
+		want []string
+	}{
+		{"all", Query{}, []string{"application:orders-service", "topic:orders", "group:billing", "group:shipping", "application:auditor", "topic:audit"}},
+		{"depth 0", Query{Node: "topic:orders", Depth: 0}, []string{"topic:orders"}},
+		{"depth 1 both ways", Query{Node: "topic:orders", Depth: 1}, []string{"topic:orders", "application:orders-service", "group:billing", "group:shipping"}},
+		{"depth 2 from a group", Query{Node: "group:billing", Depth: 2}, []string{"group:billing", "topic:orders", "application:orders-service", "group:shipping"}},
+		{"since drops old edges", Query{Since: time.Minute}, []string{"application:orders-service", "topic:orders"}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			v, err := g.Snapshot(tc.q)
+			require.NoError(t, err)
+			assert.ElementsMatch(t, tc.want, nodeIDs(v))
+			for _, e := range v.Edges {
+				assert.Contains(t, tc.want, e.From)
+				assert.Contains(t, tc.want, e.To)
+			}
+		})
+	}
+	_, err = g.Snapshot(Query{Node: "topic:nope"})
+	assert.ErrorIs(t, err, ErrUnknownNode)
+
+	d, err := g.Node("topic:orders")
+	require.NoError(t, err)
+	assert.Len(t, d.In, 1)
+	assert.Len(t, d.Out, 2)
+}
+
+func TestGraphPersistsAndExpires(t *testing.T) {
+	dir := t.TempDir()
+	c := newClock()
+	g, err := Open(Config{DataDir: dir, Now: c.Now, Retention: time.Hour})
+	require.NoError(t, err)
+	pipeline(g, c.Now())
+	c.Add(50 * time.Minute)
+	g.Observe([]Observation{{From: orders, To: ordersT, Type: Produces, Bytes: 5, Records: 5, At: c.Now()}})
+	before, err := g.Snapshot(Query{})
+	require.NoError(t, err)
+	require.NoError(t, g.Close())
+
+	// A second process cannot open the same file while one has it.
+	g, err = Open(Config{DataDir: dir, Now: c.Now, Retention: time.Hour})
+	require.NoError(t, err)
+	_, err = Open(Config{DataDir: dir, Now: c.Now})
+	require.ErrorContains(t, err, "locked by another process")
+
+	after, err := g.Snapshot(Query{})
+	require.NoError(t, err)
+	for i := range before.Edges {
+		before.Edges[i].BytesPerSecond, before.Edges[i].RecordsPerSecond = 0, 0
+	}
+	for i := range before.Nodes {
+		n := &before.Nodes[i]
+		n.BytesInPerSecond, n.BytesOutPerSecond, n.RecordsInPerSecond, n.RecordsOutPerSecond = 0, 0, 0, 0
+	}
+	assert.Equal(t, before.Edges, after.Edges, "edges survive a restart")
+	assert.Equal(t, before.Nodes, after.Nodes, "nodes survive a restart")
+
+	// 20 minutes on, only the edge seen 50 minutes in is within the hour.
+	c.Add(20 * time.Minute)
+	g.expire(c.Now())
+	require.NoError(t, g.Close())
+	g, err = Open(Config{DataDir: dir, Now: c.Now, Retention: time.Hour})
+	require.NoError(t, err)
+	defer g.Close()
+	v, err := g.Snapshot(Query{})
+	require.NoError(t, err)
+	assert.ElementsMatch(t, []string{"application:orders-service", "topic:orders"}, nodeIDs(v))
+	require.Len(t, v.Edges, 1)
+	assert.EqualValues(t, 100_005, v.Edges[0].Bytes)
+}
+
+// TestStoreSkipsBadRecords: a record that does not decode is dropped and
+// the rest of the graph loads.
+func TestStoreSkipsBadRecords(t *testing.T) {
+	dir := t.TempDir()
+	c := newClock()
+	g, err := Open(Config{DataDir: dir, Now: c.Now})
+	require.NoError(t, err)
+	pipeline(g, c.Now())
+	require.NoError(t, g.Close())
+	db, err := bolt.Open(filepath.Join(dir, storeFile), 0o644, nil)
+	require.NoError(t, err)
+	require.NoError(t, db.Update(func(tx *bolt.Tx) error {
+		require.NoError(t, tx.Bucket(bucketNodes).Put([]byte("topic:junk"), []byte("{not json")))
+		return tx.Bucket(bucketEdges).Put([]byte("x\x00y\x00produces"), []byte(`{"from":"x","to":"y","type":"produces"}`))
+	}))
+	require.NoError(t, db.Close())
+	g, err = Open(Config{DataDir: dir, Now: c.Now})
+	require.NoError(t, err)
+	defer g.Close()
+	v, err := g.Snapshot(Query{})
+	require.NoError(t, err)
+	assert.Len(t, v.Nodes, 6)
+	assert.Len(t, v.Edges, 4)
+}
+
+func TestHTTPAPI(t *testing.T) {
+	c := newClock()
+	g, err := Open(Config{Now: c.Now})
+	require.NoError(t, err)
+	pipeline(g, c.Now())
+	g.Observe([]Observation{{From: NodeRef{Application, "User:alice/etl"}, To: ordersT, Type: Produces, Bytes: 1, Records: 1, At: c.Now()}})
+	mux := http.NewServeMux()
+	g.Register(mux)
+	srv := httptest.NewServer(mux)
+	defer srv.Close()
+
+	get := func(path string) (int, map[string]any) {
+		resp, err := http.Get(srv.URL + path)
+		require.NoError(t, err)
+		defer resp.Body.Close()
+		var body map[string]any
+		require.NoError(t, json.NewDecoder(resp.Body).Decode(&body))
+		return resp.StatusCode, body
+	}
+	code, body := get("/api/v1/lineage")
+	require.Equal(t, http.StatusOK, code)
+	edges := body["edges"].([]any)
+	require.Len(t, edges, 5)
+	for _, e := range edges {
+		for _, f := range []string{"from", "to", "type", "bytes", "records", "first_seen", "last_seen", "bytes_per_second", "records_per_second"} {
+			assert.Contains(t, e, f)
+		}
+	}
+	for _, n := range body["nodes"].([]any) {
+		for _, f := range []string{"id", "type", "name"} {
+			assert.Contains(t, n, f)
+		}
+	}
+	code, body = get("/api/v1/lineage?node=topic:orders&depth=1&since=1h")
+	require.Equal(t, http.StatusOK, code)
+	assert.Len(t, body["nodes"], 5)
+
+	code, body = get("/api/v1/lineage/nodes/" + url.PathEscape("application:User:alice/etl"))
+	require.Equal(t, http.StatusOK, code, body)
+	assert.Equal(t, "User:alice/etl", body["node"].(map[string]any)["name"])
+	assert.Len(t, body["out"], 1)
+
+	for path, want := range map[string]int{
+		"/api/v1/lineage?depth=x":            http.StatusBadRequest,
+		"/api/v1/lineage?depth=-1":           http.StatusBadRequest,
+		"/api/v1/lineage?since=yesterday":    http.StatusBadRequest,
+		"/api/v1/lineage?node=topic:missing": http.StatusNotFound,
+		"/api/v1/lineage/nodes/topic:nope":   http.StatusNotFound,
+	} {
+		code, body := get(path)
+		assert.Equal(t, want, code, path)
+		assert.NotEmpty(t, body["error"], path)
+	}
+}
+
+func FuzzParseQuery(f *testing.F) {
+	f.Add("topic:orders", "2", "5m")
+	f.Add("", "x", "-1s")
+	f.Add("group:", "999999999999", "1h1h")
+	f.Fuzz(func(t *testing.T, node, depth, since string) {
+		q, err := ParseQuery(func(k string) string {
+			return map[string]string{"node": node, "depth": depth, "since": since}[k]
+		})
+		if err == nil {
+			require.True(t, q.Depth >= 0 && q.Depth <= maxQueryDepth)
+			require.True(t, q.Since >= 0)
+		}
+		ParseNodeID(node)
+	})
+}
