@@ -2,7 +2,6 @@ package flightproxy
 
 import (
 	"crypto/subtle"
-	"encoding/json"
 	"time"
 
 	"google.golang.org/grpc/peer"
@@ -119,25 +118,10 @@ func (q PolicyQuotas) FlightLimits(principal string) Limits {
 	return Limits{}
 }
 
-// auditEntry is one line of the audit log; the fields are the Kafka
-// proxy's, so one file (or one log pipeline) reads both. API is the Flight
-// method.
-type auditEntry struct {
-	Time      time.Time `json:"time"`
-	Result    string    `json:"result"`
-	Principal string    `json:"principal"`
-	Job       string    `json:"job,omitempty"`
-	Source    string    `json:"source"`
-	API       string    `json:"api"`
-	Operation string    `json:"operation"`
-	Resource  string    `json:"resource_type"`
-	Name      string    `json:"resource_name"`
-	Reason    string    `json:"reason,omitempty"`
-	Rule      string    `json:"rule,omitempty"`
-}
-
+// audit records a decision in the shared audit log format
+// (policy.AuditLog); API is the Flight method.
 func (p *Proxy) audit(c *call, op Operation, dataset string, d Decision) {
-	e := auditEntry{
+	e := policy.AuditEntry{
 		Time: time.Now().UTC(), Result: d.result(), Principal: c.principal, API: c.method,
 		Operation: string(op), Resource: ResourceType, Name: dataset, Reason: d.Reason, Rule: d.Rule,
 	}
@@ -147,24 +131,7 @@ func (p *Proxy) audit(c *call, op Operation, dataset string, d Decision) {
 	if pr, ok := peer.FromContext(c.ss.Context()); ok && pr.Addr != nil {
 		e.Source = pr.Addr.String()
 	}
-	if p.cfg.AuditLog == nil {
-		if d.Allow && !d.WouldDeny {
-			return
-		}
-		p.log.Warn("policy "+e.Result, "principal", e.Principal, "source", e.Source, "api", e.API,
-			"operation", e.Operation, "resource_type", e.Resource, "resource_name", e.Name, "reason", e.Reason, "rule", e.Rule)
-		return
-	}
-	b, err := json.Marshal(e)
-	if err != nil {
-		return
-	}
-	b = append(b, '\n')
-	p.auditMu.Lock()
-	defer p.auditMu.Unlock()
-	if _, err := p.cfg.AuditLog.Write(b); err != nil {
-		p.log.Error("writing the audit log failed", "err", err)
-	}
+	p.auditLog.Record(e, d.Allow && !d.WouldDeny)
 }
 
 var (

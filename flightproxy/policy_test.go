@@ -53,15 +53,15 @@ func (s *syncBuffer) Write(p []byte) (int, error) {
 }
 
 // entries decodes the audit lines written so far.
-func (s *syncBuffer) entries(t *testing.T) []auditEntry {
+func (s *syncBuffer) entries(t *testing.T) []policy.AuditEntry {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	var out []auditEntry
+	var out []policy.AuditEntry
 	for _, line := range strings.Split(strings.TrimSpace(s.b.String()), "\n") {
 		if line == "" {
 			continue
 		}
-		var e auditEntry
+		var e policy.AuditEntry
 		require.NoError(t, json.Unmarshal([]byte(line), &e), line)
 		out = append(out, e)
 	}
@@ -195,7 +195,7 @@ func TestPolicyGovernsFlight(t *testing.T) {
 	assert.Empty(t, listNames(t, bob, c))
 
 	// The audit log has the denials in the Kafka proxy's fields.
-	var bobDoGet *auditEntry
+	var bobDoGet *policy.AuditEntry
 	for _, e := range pp.audit.entries(t) {
 		assert.NotEqual(t, "allow", e.Result, "allows are not logged without AuditAllows")
 		if e.Principal == "User:bob" && e.API == "DoGet" {

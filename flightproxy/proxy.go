@@ -28,6 +28,8 @@ import (
 	"google.golang.org/grpc/connectivity"
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/experimental"
+
+	"github.com/pipemesh/pipemesh/policy"
 )
 
 // flightService is the gRPC service of Flight.proto.
@@ -134,7 +136,7 @@ type Proxy struct {
 	ln        net.Listener
 	server    *grpc.Server
 	closeOnce sync.Once
-	auditMu   sync.Mutex // one audit line at a time
+	auditLog  *policy.AuditLog
 	logins    *loginLimiter
 }
 
@@ -172,6 +174,7 @@ func New(cfg Config) (*Proxy, error) {
 		return nil, fmt.Errorf("flightproxy: ticket key: %w", err)
 	}
 	p := &Proxy{cfg: cfg, log: cfg.Logger.With("component", "flight-proxy"), router: r, metrics: m, ticketKey: cfg.TicketKey, tickets: ts, shaper: newShaper(cfg.Quotas), logins: newLoginLimiter()}
+	p.auditLog = policy.NewAuditLog(cfg.AuditLog, p.log)
 	serverOpts := []grpc.ServerOption{
 		grpc.ForceServerCodecV2(codec{}),
 		experimental.BufferPool(pool),
