@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/apache/arrow-go/v18/arrow/flight"
 	"github.com/chromedp/chromedp"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
@@ -284,7 +285,8 @@ func TestDemoLineageGraph(t *testing.T) {
 // in the layers of the data flow (writers, then topics and datasets, then
 // groups and reading jobs, then what they write), with row rates on the
 // Flight edges; clicking fare-report opens its panel with its principal,
-// client software and datasets. It saves the screenshot docs/ shows.
+// client software and datasets, and a SQL command the job then sends shows
+// in the panel. It saves the screenshot docs/ shows.
 func TestWebViewDemoKafkaAndFlight(t *testing.T) {
 	bctx := browser(t)
 	var out syncBuffer
@@ -386,4 +388,21 @@ func TestWebViewDemoKafkaAndFlight(t *testing.T) {
 	require.NoError(t, err)
 	require.NoError(t, os.WriteFile(shot, png, 0o644))
 	t.Logf("screenshot saved to %s", shot)
+
+	// A SQL command the job sends (as Spark's Flight sources send SQL text
+	// to Dremio-style services) shows in its panel at the next refresh.
+	// The built-in service answers a command with InvalidArgument; the
+	// proxy has recorded the statement by then.
+	m := regexp.MustCompile(`Arrow Flight \(through the proxy\): +grpc://(\S+)`).FindStringSubmatch(out.String())
+	require.NotNil(t, m, "demo prints the Flight proxy's address")
+	c, err := dialFlight(m[1])
+	require.NoError(t, err)
+	defer c.Close()
+	const sql = "SELECT region, count(*), sum(fare) FROM trips GROUP BY region"
+	_, err = c.GetFlightInfo(asJob(context.Background(), demoReportJob), &flight.FlightDescriptor{Type: flight.DescriptorCMD, Cmd: []byte(sql)})
+	require.Error(t, err, "the built-in service serves paths, not commands")
+	do(chromedp.WaitVisible(`#panel ol.queries code`))
+	queries := eval[[]string](t, bctx, `[...document.querySelectorAll('#panel ol.queries code')].map(c => c.textContent)`)
+	assert.Equal(t, []string{sql}, queries)
+	assert.Contains(t, eval[string](t, bctx, `document.querySelector('#panel ol.queries .meta').textContent`), "cmd:text")
 }
