@@ -5,11 +5,14 @@ import (
 	"errors"
 	"io"
 	"testing"
+	"time"
 
 	"github.com/apache/arrow-go/v18/arrow/flight"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/stretchr/testify/require"
 	"google.golang.org/protobuf/proto"
+
+	"github.com/pipemesh/pipemesh/lineage"
 )
 
 // BenchmarkCountFrame is the proxy's per-message work on a data stream:
@@ -40,8 +43,22 @@ func BenchmarkCountFrame(b *testing.B) {
 // profiles, not for throughput figures (client, proxy and server share the
 // CPUs; see `pipemesh bench flight`).
 func BenchmarkDoGetThroughProxy(b *testing.B) {
+	b.Run("lineage=off", func(b *testing.B) { benchDoGet(b, nil) })
+	// The lineage feed into a graph, flushed every second as serve does.
+	b.Run("lineage=on", func(b *testing.B) {
+		g, err := lineage.Open(lineage.Config{})
+		require.NoError(b, err)
+		feed := NewLineageFeed(g, nil)
+		ctx, cancel := context.WithCancel(context.Background())
+		defer cancel()
+		go feed.Run(ctx, time.Second)
+		benchDoGet(b, feed)
+	})
+}
+
+func benchDoGet(b *testing.B, obs Observer) {
 	up := startUpstream(b, "self", 4)
-	p, _ := startProxy(b, Config{Upstreams: []Upstream{{Target: up.addr}}})
+	p, _ := startProxy(b, Config{Upstreams: []Upstream{{Target: up.addr}}, Observer: obs})
 	c := dial(b, p.Addr())
 	const rows = 64 << 10
 	require.NoError(b, putDatasetCtx(context.Background(), c, []string{"bench"}, 16, rows))
