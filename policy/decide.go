@@ -149,6 +149,7 @@ type Policy struct {
 	superUsers map[string]struct{}
 	creds      map[string]*Credentials
 	idx        [numResourceTypes]index
+	traffic    trafficRules
 }
 
 // Rules returns the policy's rules in file order.
@@ -178,6 +179,7 @@ func compile(src source) (*Policy, error) {
 	p := &Policy{
 		Mode: src.mode, AllowIfNoACL: src.allowIfNoACL, UnknownAPIs: src.unknownAPIs,
 		rules:      src.rules,
+		traffic:    src.traffic,
 		superUsers: make(map[string]struct{}, len(src.superUsers)),
 		creds:      make(map[string]*Credentials, len(src.principals)),
 	}
