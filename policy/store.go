@@ -31,6 +31,8 @@ type Store struct {
 
 	cur      atomic.Pointer[Policy]
 	mu       sync.Mutex // one reload at a time
+	subMu    sync.Mutex // orders swaps and their OnChange calls
+	subs     []func(*Policy)
 	lastHash [32]byte
 
 	reloads   *prometheus.CounterVec
@@ -121,8 +123,25 @@ func (s *Store) Count(r Result) {
 func (s *Store) Set(p *Policy) { s.swap(p) }
 
 func (s *Store) swap(p *Policy) {
+	s.subMu.Lock()
+	defer s.subMu.Unlock()
 	s.cur.Store(p)
 	s.rules.Set(float64(len(p.rules)))
+	for _, fn := range s.subs {
+		fn(p)
+	}
+}
+
+// OnChange calls fn with the policy in force now, and then with every
+// policy swapped in, in swap order, on the goroutine that swaps it (so a
+// reload has returned only once fn has seen it). fn must be quick and must
+// not call OnChange. Parts of the policy that are compiled elsewhere (the
+// Kafka proxy's compression and quota rules) follow reloads this way.
+func (s *Store) OnChange(fn func(*Policy)) {
+	s.subMu.Lock()
+	defer s.subMu.Unlock()
+	s.subs = append(s.subs, fn)
+	fn(s.cur.Load())
 }
 
 // Reload re-reads the file. On success the new policy is in force when it

@@ -160,7 +160,8 @@ func setupPolicy(ctx context.Context, s *settings, log *slog.Logger, reg prometh
 		}
 		return func() {}, nil
 	}
-	store, err := policy.NewStore(policy.StoreConfig{Path: s.policyPath, Logger: log, Registerer: reg})
+	store, err := policy.NewStore(policy.StoreConfig{Path: s.policyPath, Logger: log, Registerer: reg,
+		Options: policy.Options{RulesIn: s.rulesIn}})
 	if err != nil {
 		return nil, fmt.Errorf("--policy: %w", err)
 	}

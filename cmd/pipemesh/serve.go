@@ -123,6 +123,7 @@ type settings struct {
 	logLevel    string
 	logFormat   string
 	policyPath  string
+	rulesIn     string // the config file, when it sets compression or quotas
 	auditLog    string
 	auditAllows bool
 	security    securitySettings
@@ -201,7 +202,7 @@ func (f *serveFlags) resolve(fs *flag.FlagSet) (*settings, error) {
 	if err := f.telemetry.resolve(s); err != nil {
 		return nil, err
 	}
-	applyRules(&s.proxy, &file)
+	applyRules(s, &file, f.configPath)
 	if s.flight, err = f.flight.resolve(set, file.Flight); err != nil {
 		return nil, err
 	}
