@@ -19,7 +19,8 @@ const policyAbout = `Check a policy file, or explain a decision it makes.
 
   pipemesh policy check FILE
       Validate FILE as serve --policy would load it, and print every problem
-      as file:line:col: what is wrong. Exit status 1 when there is any.
+      as file:line:col: what is wrong, in the ACLs and in the compression:
+      and quotas: sections alike. Exit status 1 when there is any.
 
   pipemesh policy explain FILE --principal User:bob --operation WRITE --topic orders
       Print the decision (allow, deny, or would_deny in audit mode) and the
@@ -79,8 +80,10 @@ func runPolicyCheck(args []string, stdout, stderr io.Writer) error {
 		}
 		return err
 	}
-	fmt.Fprintf(stdout, "%s: ok: %d rules, %d super users, mode %s, SASL %s\n", file, len(p.Rules()), len(p.SuperUsers()), p.Mode,
-		map[bool]string{true: "on (the file defines principals)", false: "off (no principals)"}[p.HasPrincipals()])
+	fmt.Fprintf(stdout, "%s: ok: %d rules, %d super users, mode %s, SASL %s, %d compression rules, %d quota rules\n", file,
+		len(p.Rules()), len(p.SuperUsers()), p.Mode,
+		map[bool]string{true: "on (the file defines principals)", false: "off (no principals)"}[p.HasPrincipals()],
+		len(p.Compression()), len(p.Quotas()))
 	return nil
 }
 
