@@ -52,8 +52,16 @@ func TestPolicyRulesReloadRecompressesLiveConnections(t *testing.T) {
 	assert.Equal(t, map[protocol.Codec]int{protocol.CodecZstd: 10}, byCodec, "gzip batches stored as zstd")
 	accepted := proxyCounter(t, e.env, "pipemesh_kafka_connections_accepted_total", "", "")
 
-	require.NoError(t, os.WriteFile(e.path, []byte(openPolicy+"compression:\n  - {topic: \"logs.\", pattern: prefixed, codec: lz4}\n"), 0o600))
-	require.NoError(t, e.store.Reload())
+	// The store's own watcher sees the file replaced (as an editor or a
+	// ConfigMap update does) and reloads it.
+	rctx, rcancel := context.WithCancel(ctx)
+	defer rcancel()
+	go e.store.Run(rctx, 10*time.Millisecond)
+	tmp := e.path + ".new"
+	require.NoError(t, os.WriteFile(tmp, []byte(openPolicy+"compression:\n  - {topic: \"logs.\", pattern: prefixed, codec: lz4}\n"), 0o600))
+	require.NoError(t, os.Rename(tmp, e.path))
+	require.Eventually(t, func() bool { return e.store.Current().Compression()[0].Codec == "lz4" }, 10*time.Second, 10*time.Millisecond)
+	rcancel()
 	for k, v := range produceBatches(ctx, t, cl, "lz4", 10) {
 		sent[k] = v
 	}
@@ -101,10 +109,12 @@ func TestPolicyRulesReloadAddsQuotaOnSameConnection(t *testing.T) {
 	}
 	require.Zero(t, hook.n.Load(), "no quota, no throttle")
 	accepted := proxyCounter(t, e.env, "pipemesh_kafka_connections_accepted_total", "", "")
+	assert.Zero(t, proxyCounter(t, e.env, "pipemesh_kafka_rules", "kind", "quota"))
 
 	// 10 KiB/s with a 1 s burst: the next 30 KiB produce is about 2 s over.
 	require.NoError(t, os.WriteFile(e.path, []byte(openPolicy+"quotas:\n  - {principal: \"User:*\", produce_bytes_per_second: 10KiB}\n"), 0o600))
 	require.NoError(t, e.store.Reload())
+	assert.Equal(t, 1.0, proxyCounter(t, e.env, "pipemesh_kafka_rules", "kind", "quota"))
 	require.NoError(t, cl.ProduceSync(ctx, &kgo.Record{Value: value}).FirstErr())
 	assert.Positive(t, hook.n.Load(), "kgo saw throttle_time_ms on the first produce after the reload")
 	assert.GreaterOrEqual(t, hook.total.Load(), int64(1000), "throttled for about 2 s")

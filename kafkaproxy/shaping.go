@@ -136,6 +136,8 @@ func (s *shaping) install(comp []CompressionRule, qrules []QuotaRule) (bool, err
 		rs.quotas = newQuotas(slices.Clone(qrules), s.m, oldQ)
 	}
 	s.rules.Store(rs)
+	s.m.rules.WithLabelValues("compression").Set(float64(len(comp)))
+	s.m.rules.WithLabelValues("quota").Set(float64(len(qrules)))
 	return true, nil
 }
 

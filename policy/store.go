@@ -125,16 +125,19 @@ func (s *Store) Set(p *Policy) { s.swap(p) }
 func (s *Store) swap(p *Policy) {
 	s.subMu.Lock()
 	defer s.subMu.Unlock()
-	s.cur.Store(p)
-	s.rules.Set(float64(len(p.rules)))
+	// Subscribers first: once Current returns p, what they compile from
+	// it is in force too.
 	for _, fn := range s.subs {
 		fn(p)
 	}
+	s.cur.Store(p)
+	s.rules.Set(float64(len(p.rules)))
 }
 
 // OnChange calls fn with the policy in force now, and then with every
-// policy swapped in, in swap order, on the goroutine that swaps it (so a
-// reload has returned only once fn has seen it). fn must be quick and must
+// policy swapped in, in swap order, on the goroutine that swaps it, before
+// Current returns it (so a reload has returned, and Current shows the new
+// policy, only once fn has seen it). fn must be quick and must
 // not call OnChange. Parts of the policy that are compiled elsewhere (the
 // Kafka proxy's compression and quota rules) follow reloads this way.
 func (s *Store) OnChange(fn func(*Policy)) {
