@@ -161,3 +161,22 @@ func TestPolicyRulesRefusedWhenConfigSetsRulesToo(t *testing.T) {
 	require.Error(t, err)
 	assert.Contains(t, err.Error(), "set both in the Config (config file) and in the policy file "+path)
 }
+
+// With rules in the Config (the config file's), a policy file without rules
+// is fine and the Config's rules apply; a policy reload that brings rules
+// later is not merged in (serve refuses such a reload earlier, in the
+// parser; this is the proxy's own guard).
+func TestPolicyRulesConfigRulesStayWithPolicy(t *testing.T) {
+	e := startAuthzEnv(t, openPolicy, withTopic("logs.app", 1),
+		withCompression(kafkaproxy.CompressionRule{Topic: "logs.", Prefixed: true, Codec: protocol.CodecZstd}))
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	cl := e2eClient(t, e.env, kgo.DefaultProduceTopic("logs.app"), kgo.ProducerBatchCompression(kgo.GzipCompression()), kgo.ProducerLinger(0))
+	produceBatches(ctx, t, cl, "config", 3)
+	require.NoError(t, os.WriteFile(e.path, []byte(openPolicy+"compression:\n  - {topic: \"logs.\", pattern: prefixed, codec: lz4}\n"), 0o600))
+	require.NoError(t, e.store.Reload())
+	produceBatches(ctx, t, cl, "after", 3)
+	byCodec, _, _ := storedBatches(ctx, t, e.env, "logs.app", 1)
+	assert.Equal(t, map[protocol.Codec]int{protocol.CodecZstd: 6}, byCodec, "the Config's rule stays; the policy's is not merged")
+	assert.Equal(t, 1.0, proxyCounter(t, e.env, "pipemesh_kafka_rules", "kind", "compression"))
+}
