@@ -27,11 +27,28 @@ const (
 const ResourceType = "flight_dataset"
 
 // Decision is an authorizer's answer. Rule names what decided, for the
-// denial message and the audit log ("deny User:bob READ flight_dataset
-// sales/ (prefixed), policy.yaml:12").
+// denial message and the audit log ("acls[4] at line 9: deny User:bob READ
+// on flight_dataset prefixed:\"sales.\"").
 type Decision struct {
 	Allow bool
 	Rule  string
+	// WouldDeny marks a denial the authorizer's audit mode lets through:
+	// Allow is true, and the proxy logs the call as would_deny.
+	WouldDeny bool
+	// Reason is the kind of decision for the audit log (allow_rule,
+	// deny_rule, no_matching_allow, ...); optional.
+	Reason string
+}
+
+// result is the decision as the audit log and the policy metrics name it.
+func (d Decision) result() string {
+	switch {
+	case d.WouldDeny:
+		return "would_deny"
+	case d.Allow:
+		return "allow"
+	}
+	return "deny"
 }
 
 // Authorizer decides whether principal (e.g. "User:alice") may perform op on
@@ -59,18 +76,28 @@ func (f AuthorizerFunc) Decide(principal string, op Operation, dataset string) D
 	return f(principal, op, dataset)
 }
 
-// authorize returns PermissionDenied, naming the rule, when principal may not.
-func (p *Proxy) authorize(principal string, op Operation, dataset string) error {
-	d := p.cfg.Authorizer.Decide(principal, op, dataset)
+// authorize returns PermissionDenied, naming the rule, when the caller may
+// not. Denials and audited denials (and allows, with AuditAllows) are
+// written to the audit log.
+func (p *Proxy) authorize(c *call, op Operation, dataset string) error {
+	d := p.decide(c, op, dataset)
 	if d.Allow {
 		return nil
 	}
-	p.log.Info("denied", "principal", principal, "operation", op, "resource_type", ResourceType, "dataset", dataset, "rule", d.Rule)
 	name := dataset
 	if name == "" {
 		name = "(a ticket this proxy did not issue)"
 	}
-	return status.Error(codes.PermissionDenied, fmt.Sprintf("pipemesh: %s may not %s %s %q: %s", principal, op, ResourceType, name, d.Rule))
+	return status.Error(codes.PermissionDenied, fmt.Sprintf("pipemesh: %s may not %s %s %q: %s", c.principal, op, ResourceType, name, d.Rule))
+}
+
+// decide asks the authorizer and records what it said.
+func (p *Proxy) decide(c *call, op Operation, dataset string) Decision {
+	d := p.cfg.Authorizer.Decide(c.principal, op, dataset)
+	if !d.Allow || d.WouldDeny || p.cfg.AuditAllows {
+		p.audit(c, op, dataset, d)
+	}
+	return d
 }
 
 var (

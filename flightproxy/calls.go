@@ -273,7 +273,7 @@ func (p *Proxy) getFlightInfo(c *call) error {
 	if err != nil {
 		return err
 	}
-	if err := p.authorize(c.principal, OpRead, dataset); err != nil {
+	if err := p.authorize(c, OpRead, dataset); err != nil {
 		return err
 	}
 	var fi flight.FlightInfo
@@ -289,7 +289,7 @@ func (p *Proxy) pollFlightInfo(c *call) error {
 	if err != nil {
 		return err
 	}
-	if err := p.authorize(c.principal, OpRead, dataset); err != nil {
+	if err := p.authorize(c, OpRead, dataset); err != nil {
 		return err
 	}
 	var pi flight.PollInfo
@@ -310,7 +310,7 @@ func (p *Proxy) getSchema(c *call) error {
 	if err != nil {
 		return err
 	}
-	if err := p.authorize(c.principal, OpRead, dataset); err != nil {
+	if err := p.authorize(c, OpRead, dataset); err != nil {
 		return err
 	}
 	var sr flight.SchemaResult
@@ -329,7 +329,7 @@ func (p *Proxy) doGet(c *call) error {
 	if err != nil {
 		return status.Errorf(codes.InvalidArgument, "pipemesh: %v", err)
 	}
-	if err := p.authorize(c.principal, OpRead, dataset); err != nil {
+	if err := p.authorize(c, OpRead, dataset); err != nil {
 		return err
 	}
 	release, rate, err := p.shaper.admit(c.principal)
@@ -388,7 +388,7 @@ func (p *Proxy) dataStream(c *call, exchange bool) error {
 		ops = append(ops, OpRead)
 	}
 	for _, op := range ops {
-		if err := p.authorize(c.principal, op, dataset); err != nil {
+		if err := p.authorize(c, op, dataset); err != nil {
 			first.free()
 			return err
 		}
@@ -487,7 +487,7 @@ func (p *Proxy) listFlights(c *call) error {
 			if fi.GetFlightDescriptor().GetType() == flight.DescriptorPATH && p.router.forDataset(dataset) != rt {
 				continue
 			}
-			if p.cfg.Authorizer.Decide(c.principal, OpDescribe, dataset).Allow == false {
+			if !p.decide(c, OpDescribe, dataset).Allow {
 				continue
 			}
 			p.rewriteInfo(&fi, rt, dataset)
@@ -533,7 +533,20 @@ func (p *Proxy) doAction(c *call) error {
 	switch a.GetType() {
 	case flight.CancelFlightInfoActionType, flight.RenewFlightEndpointActionType:
 		var err error
-		if rt, renewed, err = p.unwrapActionTickets(&a); err != nil {
+		var datasets []string
+		if rt, renewed, datasets, err = p.unwrapActionTickets(&a); err != nil {
+			return err
+		}
+		// Renewing or cancelling a ticket is reading its dataset.
+		for _, d := range datasets {
+			if err := p.authorize(c, OpRead, d); err != nil {
+				return err
+			}
+		}
+	case actionDelete:
+		// The built-in service's delete: who may overwrite a dataset
+		// (DoPut replaces it) may delete it.
+		if err := p.authorize(c, OpWrite, string(a.GetBody())); err != nil {
 			return err
 		}
 	default:
@@ -580,9 +593,14 @@ func (p *Proxy) doAction(c *call) error {
 
 type renewState struct{ dataset string }
 
+// actionDelete is the built-in Flight service's action that deletes the
+// dataset its body names (flightserver.ActionDelete).
+const actionDelete = "delete"
+
 // unwrapActionTickets puts the upstream's own tickets back into a
 // CancelFlightInfo or RenewFlightEndpoint body and returns its route.
-func (p *Proxy) unwrapActionTickets(a *flight.Action) (*route, *renewState, error) {
+// It also returns the datasets of the tickets, for authorization.
+func (p *Proxy) unwrapActionTickets(a *flight.Action) (*route, *renewState, []string, error) {
 	bad := func(err error) error {
 		return status.Errorf(codes.InvalidArgument, "pipemesh: %s: %v", a.GetType(), err)
 	}
@@ -601,31 +619,33 @@ func (p *Proxy) unwrapActionTickets(a *flight.Action) (*route, *renewState, erro
 	if a.GetType() == flight.RenewFlightEndpointActionType {
 		var req flight.RenewFlightEndpointRequest
 		if err := proto.Unmarshal(a.Body, &req); err != nil {
-			return nil, nil, bad(err)
+			return nil, nil, nil, bad(err)
 		}
 		rt, dataset, err := unwrapEp(req.GetEndpoint())
 		if err != nil {
-			return nil, nil, bad(err)
+			return nil, nil, nil, bad(err)
 		}
 		b, _ := proto.Marshal(&req)
 		a.Body = b
-		return rt, &renewState{dataset: dataset}, nil
+		return rt, &renewState{dataset: dataset}, []string{dataset}, nil
 	}
 	var req flight.CancelFlightInfoRequest
 	if err := proto.Unmarshal(a.Body, &req); err != nil {
-		return nil, nil, bad(err)
+		return nil, nil, nil, bad(err)
 	}
 	rt := p.router.defaultRoute()
+	var datasets []string
 	for i, ep := range req.GetInfo().GetEndpoint() {
-		r, _, err := unwrapEp(ep)
+		r, dataset, err := unwrapEp(ep)
 		if err != nil {
-			return nil, nil, bad(err)
+			return nil, nil, nil, bad(err)
 		}
 		if i == 0 {
 			rt = r
 		}
+		datasets = append(datasets, dataset)
 	}
 	b, _ := proto.Marshal(&req)
 	a.Body = b
-	return rt, nil, nil
+	return rt, nil, datasets, nil
 }

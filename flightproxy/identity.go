@@ -52,6 +52,21 @@ type Identity struct {
 	// AllowAnonymous lets callers without credentials in as User:ANONYMOUS
 	// (for the authorizer to decide); otherwise they get Unauthenticated.
 	AllowAnonymous bool
+	// Anonymous, when set, replaces AllowAnonymous and is asked on every
+	// call, so that a policy reload that adds principals turns anonymous
+	// access off, as on the Kafka side.
+	Anonymous func() bool
+	// Known, when set, is asked on every call whether the user of a bearer
+	// token issued earlier still exists, so that removing a principal from
+	// the policy ends its tokens at once rather than at expiry.
+	Known func(user string) bool
+}
+
+func (id *Identity) allowAnonymous() bool {
+	if id.Anonymous != nil {
+		return id.Anonymous()
+	}
+	return id.AllowAnonymous
 }
 
 var errNoCredentials = status.Error(codes.Unauthenticated,
@@ -84,9 +99,9 @@ func (p *Proxy) identify(ctx context.Context, md metadata.MD, method string) (st
 			}
 			return "", nil, status.Error(codes.Unauthenticated, "pipemesh: the bearer token is not valid or has expired; call Handshake again")
 		case "basic":
-			user, ok := p.verifyBasic(strings.TrimSpace(cred))
-			if !ok {
-				return "", nil, status.Error(codes.Unauthenticated, "pipemesh: wrong user name or password")
+			user, err := p.verifyBasic(ctx, strings.TrimSpace(cred))
+			if err != nil {
+				return "", nil, err
 			}
 			return "User:" + user, consumed, nil
 		}
@@ -96,28 +111,26 @@ func (p *Proxy) identify(ctx context.Context, md metadata.MD, method string) (st
 			return "User:" + ti.State.VerifiedChains[0][0].Subject.CommonName, consumed, nil
 		}
 	}
-	if method == "Handshake" || id.AllowAnonymous {
+	if method == "Handshake" || id.allowAnonymous() {
 		return Anonymous, consumed, nil
 	}
 	return "", nil, errNoCredentials
 }
 
-func (p *Proxy) verifyBasic(cred string) (string, bool) {
-	if p.cfg.Identity.Basic == nil {
-		return "", false
-	}
+// verifyBasic checks the credentials of an "authorization: Basic" header.
+func (p *Proxy) verifyBasic(ctx context.Context, cred string) (string, error) {
 	raw, err := base64.StdEncoding.DecodeString(cred)
 	if err != nil {
 		raw, err = base64.RawStdEncoding.DecodeString(cred) // arrow-go's client omits padding
 	}
 	if err != nil {
-		return "", false
+		return "", status.Error(codes.Unauthenticated, "pipemesh: the basic credentials are not valid base64 of user:password")
 	}
-	user, pass, ok := strings.Cut(string(raw), ":")
-	if !ok || user == "" || !p.cfg.Identity.Basic(user, pass) {
-		return "", false
+	user, pass, _ := strings.Cut(string(raw), ":")
+	if err := p.checkBasic(ctx, user, pass); err != nil {
+		return "", err
 	}
-	return user, true
+	return user, nil
 }
 
 // issueToken returns a bearer token for user: the name and expiry signed
@@ -159,7 +172,11 @@ func (p *Proxy) verifyToken(tok string) (string, bool) {
 	if time.Now().Unix() > int64(binary.BigEndian.Uint64(body)) {
 		return "", false
 	}
-	return string(body[8:]), true
+	user := string(body[8:])
+	if known := p.cfg.Identity.Known; known != nil && !known(user) {
+		return "", false
+	}
+	return user, true
 }
 
 // handshakeLocal answers Handshake at the proxy: a caller identified by
@@ -195,8 +212,8 @@ func (p *Proxy) handshakeLocal(c *call) error {
 		if len(req.Payload) == 0 || proto.Unmarshal(req.Payload, &ba) != nil || ba.Username == "" {
 			continue
 		}
-		if p.cfg.Identity.Basic == nil || !p.cfg.Identity.Basic(ba.Username, ba.Password) {
-			return status.Error(codes.Unauthenticated, "pipemesh: wrong user name or password")
+		if err := p.checkBasic(c.ss.Context(), ba.Username, ba.Password); err != nil {
+			return err
 		}
 		tok := p.issueToken(ba.Username)
 		_ = c.ss.SendHeader(metadata.Pairs("authorization", "Bearer "+tok))

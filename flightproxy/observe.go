@@ -67,6 +67,8 @@ type metrics struct {
 	rows    *prometheus.CounterVec
 	calls   *prometheus.CounterVec
 	active  *prometheus.GaugeVec
+	// authFailures counts failed basic-auth logins.
+	authFailures prometheus.Counter
 }
 
 func newMetrics(reg prometheus.Registerer) (*metrics, error) {
@@ -92,8 +94,12 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Name: "pipemesh_flight_active_streams",
 			Help: "Flight calls in progress through the proxy, by method.",
 		}, []string{"method"}),
+		authFailures: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "pipemesh_flight_authentication_failures_total",
+			Help: "Failed Flight basic-auth logins (wrong password, unknown user, source refused after too many failures).",
+		}),
 	}
-	for _, c := range []prometheus.Collector{m.bytes, m.batches, m.rows, m.calls, m.active} {
+	for _, c := range []prometheus.Collector{m.bytes, m.batches, m.rows, m.calls, m.active, m.authFailures} {
 		if err := reg.Register(c); err != nil {
 			return nil, err
 		}

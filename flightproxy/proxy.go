@@ -17,6 +17,7 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"sync"
@@ -27,6 +28,8 @@ import (
 	"google.golang.org/grpc/connectivity"
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/experimental"
+
+	"github.com/pipemesh/pipemesh/policy"
 )
 
 // flightService is the gRPC service of Flight.proto.
@@ -68,7 +71,14 @@ type Config struct {
 	// User:ANONYMOUS and Handshake passes through to the default upstream.
 	Identity *Identity
 	// Authorizer decides access to datasets. Default: allow everything.
+	// UsePolicy sets it (and Identity and Quotas) from a policy file.
 	Authorizer Authorizer
+	// AuditLog, when set, receives one JSON line per denied or audited
+	// (would_deny) call, and per allowed one with AuditAllows; the lines
+	// have the Kafka proxy's audit fields. Without it, denials go to the
+	// log at warn level.
+	AuditLog    io.Writer
+	AuditAllows bool
 	// Compression re-encodes DoGet streams of the datasets it names with
 	// LZ4_FRAME or ZSTD body compression toward the client. Default: every
 	// stream passes as it is.
@@ -126,6 +136,8 @@ type Proxy struct {
 	ln        net.Listener
 	server    *grpc.Server
 	closeOnce sync.Once
+	auditLog  *policy.AuditLog
+	logins    *loginLimiter
 }
 
 // New validates cfg, registers metrics and prepares the upstream
@@ -161,7 +173,8 @@ func New(cfg Config) (*Proxy, error) {
 		r.close()
 		return nil, fmt.Errorf("flightproxy: ticket key: %w", err)
 	}
-	p := &Proxy{cfg: cfg, log: cfg.Logger.With("component", "flight-proxy"), router: r, metrics: m, ticketKey: cfg.TicketKey, tickets: ts, shaper: newShaper(cfg.Quotas)}
+	p := &Proxy{cfg: cfg, log: cfg.Logger.With("component", "flight-proxy"), router: r, metrics: m, ticketKey: cfg.TicketKey, tickets: ts, shaper: newShaper(cfg.Quotas), logins: newLoginLimiter()}
+	p.auditLog = policy.NewAuditLog(cfg.AuditLog, p.log)
 	serverOpts := []grpc.ServerOption{
 		grpc.ForceServerCodecV2(codec{}),
 		experimental.BufferPool(pool),

@@ -3,7 +3,6 @@ package kafkaproxy
 import (
 	"context"
 	"log/slog"
-	"sync"
 	"testing"
 	"time"
 
@@ -52,33 +51,7 @@ acls:
 				b.Fatal(err)
 			}
 			defer cl.Close()
-			ctx := context.Background()
-			if err := cl.ProduceSync(ctx, &kgo.Record{Value: value}).FirstErr(); err != nil {
-				b.Fatal(err)
-			}
-			var mu sync.Mutex
-			var firstErr error
-			b.SetBytes(int64(len(value)))
-			b.ReportAllocs()
-			b.ResetTimer()
-			for i := 0; i < b.N; i++ {
-				cl.Produce(ctx, &kgo.Record{Value: value}, func(_ *kgo.Record, err error) {
-					if err != nil {
-						mu.Lock()
-						if firstErr == nil {
-							firstErr = err
-						}
-						mu.Unlock()
-					}
-				})
-			}
-			if err := cl.Flush(ctx); err != nil {
-				b.Fatal(err)
-			}
-			b.StopTimer()
-			if firstErr != nil {
-				b.Fatal(firstErr)
-			}
+			benchProduce(b, cl, len(value), func(int) []byte { return value })
 		})
 	}
 }

@@ -106,14 +106,13 @@ func echoBroker(tb testing.TB) string {
 	return ln.Addr().String()
 }
 
-// benchConn runs one proxied connection, as the bootstrap listener would,
-// between a loopback client socket and an echoBroker, and returns the
-// client end.
-func benchConn(b *testing.B) net.Conn {
-	p, err := New(Config{
-		Listen: "127.0.0.1:0", BrokerPortBase: -1, Upstreams: []string{echoBroker(b)},
-		Logger: slog.New(slog.DiscardHandler), Registerer: prometheus.NewRegistry(),
-	})
+// proxiedConn runs one proxied connection, as the bootstrap listener would,
+// between a loopback client socket and cfg's upstream, and returns the
+// client end. Listen, logger and registry are filled in.
+func proxiedConn(b *testing.B, cfg Config) net.Conn {
+	cfg.Listen, cfg.BrokerPortBase = "127.0.0.1:0", -1
+	cfg.Logger, cfg.Registerer = slog.New(slog.DiscardHandler), prometheus.NewRegistry()
+	p, err := New(cfg)
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -134,6 +133,14 @@ func benchConn(b *testing.B) net.Conn {
 	done := make(chan struct{})
 	go func() { defer close(done); p.handle(server, bootstrapNode) }()
 	b.Cleanup(func() { client.Close(); p.cancel(); <-done })
+	return client
+}
+
+// benchConn runs one proxied connection, as the bootstrap listener would,
+// between a loopback client socket and an echoBroker, and returns the
+// client end.
+func benchConn(b *testing.B) net.Conn {
+	client := proxiedConn(b, Config{Upstreams: []string{echoBroker(b)}})
 	// One round trip, so that the connection's buffers are allocated
 	// before the benchmark counts.
 	req, resp := heartbeatRequest(), make([]byte, 16)
@@ -268,36 +275,7 @@ func BenchmarkProduceThroughput(b *testing.B) {
 				b.Fatal(err)
 			}
 			defer cl.Close()
-			ctx := context.Background()
-			// Warm up: metadata, producer id, a connection per broker.
-			if err := cl.ProduceSync(ctx, &kgo.Record{Value: value}).FirstErr(); err != nil {
-				b.Fatal(err)
-			}
-			var (
-				mu       sync.Mutex
-				firstErr error
-			)
-			b.SetBytes(int64(len(value)))
-			b.ReportAllocs()
-			b.ResetTimer()
-			for i := 0; i < b.N; i++ {
-				cl.Produce(ctx, &kgo.Record{Value: value}, func(_ *kgo.Record, err error) {
-					if err != nil {
-						mu.Lock()
-						if firstErr == nil {
-							firstErr = err
-						}
-						mu.Unlock()
-					}
-				})
-			}
-			if err := cl.Flush(ctx); err != nil {
-				b.Fatal(err)
-			}
-			b.StopTimer()
-			if firstErr != nil {
-				b.Fatal(firstErr)
-			}
+			benchProduce(b, cl, len(value), func(int) []byte { return value })
 		})
 	}
 }
@@ -345,5 +323,40 @@ func startBenchCluster(b *testing.B, proxied, blackhole bool, opts ...func(*Conf
 			b.Fatal("proxy not ready")
 		}
 		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// benchProduce produces b.N records (value(i) each) asynchronously with cl
+// after a warm-up record (metadata, producer id, a connection per broker),
+// waits for every acknowledgement, and fails on the first error.
+func benchProduce(b *testing.B, cl *kgo.Client, size int, value func(i int) []byte) {
+	ctx := context.Background()
+	if err := cl.ProduceSync(ctx, &kgo.Record{Value: value(0)}).FirstErr(); err != nil {
+		b.Fatal(err)
+	}
+	var (
+		mu       sync.Mutex
+		firstErr error
+	)
+	b.SetBytes(int64(size))
+	b.ReportAllocs()
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		cl.Produce(ctx, &kgo.Record{Value: value(i)}, func(_ *kgo.Record, err error) {
+			if err != nil {
+				mu.Lock()
+				if firstErr == nil {
+					firstErr = err
+				}
+				mu.Unlock()
+			}
+		})
+	}
+	if err := cl.Flush(ctx); err != nil {
+		b.Fatal(err)
+	}
+	b.StopTimer()
+	if firstErr != nil {
+		b.Fatal(firstErr)
 	}
 }

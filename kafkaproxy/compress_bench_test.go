@@ -1,9 +1,7 @@
 package kafkaproxy
 
 import (
-	"context"
 	"fmt"
-	"sync"
 	"testing"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -83,35 +81,7 @@ func BenchmarkProduceRecompress(b *testing.B) {
 				b.Fatal(err)
 			}
 			defer cl.Close()
-			ctx := context.Background()
-			if err := cl.ProduceSync(ctx, &kgo.Record{Value: values[0]}).FirstErr(); err != nil {
-				b.Fatal(err)
-			}
-			var (
-				mu       sync.Mutex
-				firstErr error
-			)
-			b.SetBytes(1024)
-			b.ReportAllocs()
-			b.ResetTimer()
-			for i := 0; i < b.N; i++ {
-				cl.Produce(ctx, &kgo.Record{Value: values[i%len(values)]}, func(_ *kgo.Record, err error) {
-					if err != nil {
-						mu.Lock()
-						if firstErr == nil {
-							firstErr = err
-						}
-						mu.Unlock()
-					}
-				})
-			}
-			if err := cl.Flush(ctx); err != nil {
-				b.Fatal(err)
-			}
-			b.StopTimer()
-			if firstErr != nil {
-				b.Fatal(firstErr)
-			}
+			benchProduce(b, cl, 1024, func(i int) []byte { return values[i%len(values)] })
 			if len(bc.opts) > 0 {
 				reportRatio(b)
 			}

@@ -2,18 +2,15 @@ package kafkaproxy
 
 import (
 	"bufio"
-	"context"
 	"encoding/binary"
 	"fmt"
 	"io"
-	"log/slog"
 	"net"
 	"sync"
 	"syscall"
 	"testing"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus"
 	"github.com/twmb/franz-go/pkg/kmsg"
 )
 
@@ -75,32 +72,10 @@ const FetchKeyForBench = 1
 
 // bulkConn is one proxied connection to a bulkBroker, telemetry on or off.
 func bulkConn(b *testing.B, telemetryOn bool, fetchBody []byte) net.Conn {
-	p, err := New(Config{
-		Listen: "127.0.0.1:0", BrokerPortBase: -1, Upstreams: []string{bulkBroker(b, fetchBody)},
-		Logger: slog.New(slog.DiscardHandler), Registerer: prometheus.NewRegistry(),
+	return proxiedConn(b, Config{
+		Upstreams: []string{bulkBroker(b, fetchBody)},
 		Telemetry: TelemetryConfig{Disabled: !telemetryOn},
 	})
-	if err != nil {
-		b.Fatal(err)
-	}
-	p.ctx, p.cancel = context.WithCancel(context.Background())
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer ln.Close()
-	client, err := net.Dial("tcp", ln.Addr().String())
-	if err != nil {
-		b.Fatal(err)
-	}
-	server, err := ln.Accept()
-	if err != nil {
-		b.Fatal(err)
-	}
-	done := make(chan struct{})
-	go func() { defer close(done); p.handle(server, bootstrapNode) }()
-	b.Cleanup(func() { client.Close(); p.cancel(); <-done })
-	return client
 }
 
 // requestFrame frames a request body under a v2 (flexible) request header.

@@ -150,6 +150,9 @@ type Policy struct {
 	creds      map[string]*Credentials
 	idx        [numResourceTypes]index
 	traffic    trafficRules
+
+	flightQuotas    map[string]FlightQuota
+	flightQuotaList []FlightQuota
 }
 
 // Rules returns the policy's rules in file order.
@@ -182,6 +185,12 @@ func compile(src source) (*Policy, error) {
 		traffic:    src.traffic,
 		superUsers: make(map[string]struct{}, len(src.superUsers)),
 		creds:      make(map[string]*Credentials, len(src.principals)),
+
+		flightQuotas:    make(map[string]FlightQuota, len(src.flightQuotas)),
+		flightQuotaList: src.flightQuotas,
+	}
+	for _, q := range src.flightQuotas {
+		p.flightQuotas[q.Principal] = q
 	}
 	for _, s := range src.superUsers {
 		p.superUsers[s] = struct{}{}
@@ -199,6 +208,7 @@ func compile(src source) (*Policy, error) {
 	}
 	for i := range p.rules {
 		r := &p.rules[i]
+		r.text = r.format()
 		ix := &p.idx[r.Resource]
 		var e *entry
 		switch {
@@ -339,7 +349,9 @@ func (p *Policy) Decide(principal string, op Operation, rt ResourceType, name st
 			d.Result = WouldDeny
 		}
 		return d
-	case s.allow != 0 && s.auditDeny != 0:
+	case s.auditDeny != 0 && (s.allow != 0 || p.Mode == ModeAudit):
+		// Name the deny rule that would decide once enforced. (With no
+		// allow and an enforced policy, the default deny below decides.)
 		return Decision{Result: WouldDeny, Reason: ReasonDenyRule, Rule: &p.rules[s.auditDeny-1]}
 	case s.allow != 0:
 		return Decision{Result: Allowed, Reason: ReasonAllowRule, Rule: &p.rules[s.allow-1]}

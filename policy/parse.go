@@ -54,11 +54,20 @@ type Rule struct {
 	// Mode is the rule's own mode (deny rules only); ModeInherit takes the
 	// policy's.
 	Mode Mode
+
+	text string // String, kept at compile so that callers on hot paths do not allocate
 }
 
 // String describes the rule the way kafka-acls.sh --list does, with its
 // place in the file.
 func (r *Rule) String() string {
+	if r.text != "" {
+		return r.text
+	}
+	return r.format()
+}
+
+func (r *Rule) format() string {
 	s := fmt.Sprintf("acls[%d] at line %d: %s %s %s on %s %s:%q", r.Index, r.Pos.Line, r.Permission, r.Principal,
 		r.Operation, r.Resource, r.Pattern, r.Name)
 	if r.Mode != ModeInherit {
@@ -82,6 +91,7 @@ type source struct {
 	superUsers   []string
 	principals   []principalSpec
 	rules        []Rule
+	flightQuotas []FlightQuota
 	traffic      trafficRules // compression: and quotas: (rules.go)
 }
 
@@ -168,7 +178,7 @@ func (p *parser) parse(data []byte) source {
 	}
 	root := doc.Content[0]
 	if root.Kind != yaml.MappingNode {
-		p.add(root, "the policy must be a mapping with keys mode, super_users, principals, acls")
+		p.add(root, "the policy must be a mapping with keys mode, super_users, principals, acls, flight_quotas")
 		return src
 	}
 	p.mapping(root, "policy", func(key string, k, v *yaml.Node) bool {
@@ -203,6 +213,8 @@ func (p *parser) parse(data []byte) source {
 			src.principals = p.principals(v)
 		case "acls":
 			src.rules = p.rules(v)
+		case "flight_quotas":
+			src.flightQuotas = p.flightQuotas(v)
 		case "compression", "quotas":
 			p.trafficSection(key, k, v, &src.traffic)
 		default:
@@ -399,7 +411,7 @@ func (p *parser) rules(n *yaml.Node) []Rule {
 				s := p.str(v, "resource")
 				rt, ok := ParseResourceType(s)
 				if !ok && s != "" {
-					p.add(v, "unknown resource type %q: want topic, group, transactional_id or cluster", s)
+					p.add(v, "unknown resource type %q: want topic, group, transactional_id, cluster or flight_dataset", s)
 				}
 				r.Resource = rt
 			case "name":
@@ -463,7 +475,7 @@ func (p *parser) rules(n *yaml.Node) []Rule {
 			p.add(e, "mode applies to deny rules only (an allow in audit would be the same allow)")
 		}
 		if ok := validOp(r.Resource, r.Operation); !ok && got[fOperation] && got[fResource] {
-			p.add(e, "operation %s does not apply to resource type %s (Kafka allows %s)", r.Operation, r.Resource, opsFor(r.Resource))
+			p.add(e, "operation %s does not apply to resource type %s (%s allows %s)", r.Operation, r.Resource, allower(r.Resource), opsFor(r.Resource))
 		}
 		if len(p.issues) == bad {
 			out = append(out, r)
@@ -496,6 +508,9 @@ var validOps = [numResourceTypes][]Operation{
 	ResGroup:           {OpRead, OpDelete, OpDescribe, OpDescribeConfigs, OpAlterConfigs, OpAll},
 	ResTransactionalID: {OpWrite, OpDescribe, OpAll},
 	ResCluster:         {OpCreate, OpAlter, OpDescribe, OpDescribeConfigs, OpAlterConfigs, OpIdempotentWrite, OpClusterAction, OpAll},
+	// READ: GetFlightInfo, PollFlightInfo, GetSchema, DoGet; WRITE: DoPut;
+	// DESCRIBE: ListFlights (implied by READ and WRITE, as for topics).
+	ResFlightDataset: {OpRead, OpWrite, OpDescribe, OpAll},
 }
 
 func validOp(rt ResourceType, op Operation) bool {
@@ -508,6 +523,14 @@ func validOp(rt ResourceType, op Operation) bool {
 		}
 	}
 	return false
+}
+
+// allower names whose table validOps follows for rt.
+func allower(rt ResourceType) string {
+	if rt == ResFlightDataset {
+		return "pipemesh"
+	}
+	return "Kafka"
 }
 
 func opsFor(rt ResourceType) string {

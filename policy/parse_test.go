@@ -158,6 +158,7 @@ func FuzzParse(f *testing.F) {
 	f.Add([]byte("mode: audit\nsuper_users: [User:x]\nacls: []\nprincipals: [{name: a, password: b}]\n"))
 	f.Add([]byte("acls: [\n"))
 	f.Add([]byte("- a\n- b\n"))
+	f.Add([]byte(flightPolicy))
 	f.Fuzz(func(t *testing.T, data []byte) {
 		if len(data) > 1<<16 {
 			return
@@ -174,6 +175,14 @@ func FuzzParse(f *testing.F) {
 		for _, r := range p.Rules() {
 			p.Decide(r.Principal, r.Operation, r.Resource, r.Name)
 			p.Decide("User:x", OpDescribe, r.Resource, r.Name+"x")
+		}
+		for _, q := range p.FlightQuotas() {
+			if got, ok := p.FlightQuota(q.Principal); !ok || got != q {
+				t.Fatalf("flight quota of %s: got %+v, want %+v", q.Principal, got, q)
+			}
+			if q.MaxStreams < 0 || q.BytesPerSecond < 0 || q.BytesPerSecond > maxQuotaRate {
+				t.Fatalf("flight quota out of range: %+v", q)
+			}
 		}
 	})
 }

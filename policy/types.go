@@ -78,11 +78,16 @@ const (
 	ResGroup
 	ResTransactionalID
 	ResCluster
+	// ResFlightDataset is an Arrow Flight dataset: a descriptor path joined
+	// with "/" (sales/2024), or a command kind (sql:CommandStatementQuery).
+	// Not a Kafka type: it lets one policy file cover the Flight proxy too.
+	ResFlightDataset
 	numResourceTypes
 )
 
 var resNames = [numResourceTypes]string{
 	ResTopic: "topic", ResGroup: "group", ResTransactionalID: "transactional_id", ResCluster: "cluster",
+	ResFlightDataset: "flight_dataset",
 }
 
 // String returns the resource type as the policy file writes it (topic).
@@ -94,7 +99,7 @@ func (r ResourceType) String() string {
 }
 
 // ParseResourceType reads a resource type: topic, group, transactional_id
-// (or TransactionalId), cluster; any case.
+// (or TransactionalId), cluster, flight_dataset (or FlightDataset); any case.
 func ParseResourceType(s string) (ResourceType, bool) {
 	k := normalize(s)
 	for r, n := range resNames {

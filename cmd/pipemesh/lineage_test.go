@@ -254,3 +254,63 @@ func TestDocsNameRealMetrics(t *testing.T) {
 		assert.True(t, served["pipemesh_kafka_request_duration_seconds"])
 	}
 }
+
+// TestResolveTelemetryFromConfigFile: the telemetry: and lineage: keys set
+// what their flags set, and a flag on the command line wins over its key.
+func TestResolveTelemetryFromConfigFile(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "mesh.yaml")
+	require.NoError(t, os.WriteFile(path, []byte(`
+kafka:
+  listen: 127.0.0.1:19092
+  upstream: 127.0.0.1:9092
+telemetry:
+  flush: 2s
+  max_label_values: 7
+  label_allow: ["topic=orders"]
+lineage:
+  data_dir: /var/lib/pipemesh
+  retention: 24h
+  openlineage:
+    url: http://marquez:5000/api/v1/lineage
+    every: 1m
+    namespace: prod
+`), 0o600))
+	for _, tt := range []struct {
+		name      string
+		args      []string
+		retention time.Duration
+		enabled   bool
+	}{
+		{"keys", nil, 24 * time.Hour, true},
+		{"flags win", []string{"--lineage-retention", "1h"}, time.Hour, true},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			fs := flag.NewFlagSet("serve", flag.ContinueOnError)
+			var f serveFlags
+			f.register(fs)
+			require.NoError(t, fs.Parse(append([]string{"--config", path}, tt.args...)))
+			s, err := f.resolve(fs)
+			require.NoError(t, err)
+			assert.Equal(t, tt.enabled, s.telemetry.enabled)
+			assert.Equal(t, 2*time.Second, s.proxy.Telemetry.FlushInterval)
+			assert.Equal(t, 7, s.proxy.Telemetry.MaxLabelValues)
+			assert.Equal(t, map[string][]string{"topic": {"orders"}}, s.proxy.Telemetry.LabelAllow)
+			assert.Equal(t, "/var/lib/pipemesh", s.telemetry.lineage.DataDir)
+			assert.Equal(t, tt.retention, s.telemetry.lineage.Retention)
+			assert.Equal(t, "http://marquez:5000/api/v1/lineage", s.telemetry.olURL)
+			assert.Equal(t, time.Minute, s.telemetry.olEvery)
+			assert.Equal(t, "prod", s.telemetry.olNamespace)
+		})
+	}
+
+	// telemetry.enabled: false turns the observe stage off, as --telemetry=false.
+	require.NoError(t, os.WriteFile(path, []byte("kafka: {listen: 127.0.0.1:19092, upstream: 127.0.0.1:9092}\ntelemetry: {enabled: false}\n"), 0o600))
+	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
+	var f serveFlags
+	f.register(fs)
+	require.NoError(t, fs.Parse([]string{"--config", path}))
+	s, err := f.resolve(fs)
+	require.NoError(t, err)
+	assert.False(t, s.telemetry.enabled)
+	assert.True(t, s.proxy.Telemetry.Disabled)
+}

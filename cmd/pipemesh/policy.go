@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"os"
 	"strings"
+	"sync"
 
 	"github.com/prometheus/client_golang/prometheus"
 
@@ -25,7 +26,9 @@ const policyAbout = `Check a policy file, or explain a decision it makes.
   pipemesh policy explain FILE --principal User:bob --operation WRITE --topic orders
       Print the decision (allow, deny, or would_deny in audit mode) and the
       rule that made it. Name the resource with one of --topic, --group,
-      --transactional-id or --cluster.
+      --transactional-id, --cluster, or --flight-dataset for an Arrow Flight
+      dataset (pipemesh policy explain FILE --principal User:alice
+      --operation READ --flight-dataset sales.orders).
 
 The file format is in docs/security.md.`
 
@@ -80,15 +83,22 @@ func runPolicyCheck(args []string, stdout, stderr io.Writer) error {
 		}
 		return err
 	}
-	fmt.Fprintf(stdout, "%s: ok: %d rules, %d super users, mode %s, SASL %s, %d compression rules, %d quota rules\n", file,
-		len(p.Rules()), len(p.SuperUsers()), p.Mode,
-		map[bool]string{true: "on (the file defines principals)", false: "off (no principals)"}[p.HasPrincipals()],
-		len(p.Compression()), len(p.Quotas()))
+	quotas := ""
+	for _, c := range []struct {
+		n    int
+		what string
+	}{{len(p.FlightQuotas()), "flight quotas"}, {len(p.Compression()), "compression rules"}, {len(p.Quotas()), "quota rules"}} {
+		if c.n > 0 {
+			quotas += fmt.Sprintf(", %d %s", c.n, c.what)
+		}
+	}
+	fmt.Fprintf(stdout, "%s: ok: %d rules%s, %d super users, mode %s, SASL %s\n", file, len(p.Rules()), quotas, len(p.SuperUsers()), p.Mode,
+		map[bool]string{true: "on (the file defines principals; Flight basic auth too)", false: "off (no principals)"}[p.HasPrincipals()])
 	return nil
 }
 
 func runPolicyExplain(args []string, stdout, stderr io.Writer) error {
-	fs := newFlagSet("policy explain", "FILE --principal User:NAME --operation OP (--topic|--group|--transactional-id NAME | --cluster)",
+	fs := newFlagSet("policy explain", "FILE --principal User:NAME --operation OP (--topic|--group|--transactional-id|--flight-dataset NAME | --cluster)",
 		"Print the decision the policy makes and the rule that made it.", stderr)
 	principal := fs.String("principal", "", "principal asking, as `User:name`")
 	operation := fs.String("operation", "", "ACL `operation`: READ, WRITE, CREATE, DELETE, ALTER, DESCRIBE, DESCRIBE_CONFIGS, ALTER_CONFIGS, IDEMPOTENT_WRITE, CLUSTER_ACTION")
@@ -96,6 +106,7 @@ func runPolicyExplain(args []string, stdout, stderr io.Writer) error {
 	group := fs.String("group", "", "consumer group `name`")
 	txn := fs.String("transactional-id", "", "transactional `id`")
 	cluster := fs.Bool("cluster", false, "the cluster resource")
+	dataset := fs.String("flight-dataset", "", "Arrow Flight dataset `name` (descriptor path joined with /, e.g. sales/2026); READ, WRITE or DESCRIBE")
 	file, rest := fileFirst(args)
 	if err := fs.Parse(rest); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
@@ -123,14 +134,14 @@ func runPolicyExplain(args []string, stdout, stderr io.Writer) error {
 		set  bool
 		rt   policy.ResourceType
 		name string
-	}{{*topic != "", policy.ResTopic, *topic}, {*group != "", policy.ResGroup, *group}, {*txn != "", policy.ResTransactionalID, *txn}, {*cluster, policy.ResCluster, policy.ClusterName}} {
+	}{{*topic != "", policy.ResTopic, *topic}, {*group != "", policy.ResGroup, *group}, {*txn != "", policy.ResTransactionalID, *txn}, {*cluster, policy.ResCluster, policy.ClusterName}, {*dataset != "", policy.ResFlightDataset, *dataset}} {
 		if c.set {
 			rt, name = c.rt, c.name
 			n++
 		}
 	}
 	if n != 1 {
-		return errors.New("name exactly one resource: --topic, --group, --transactional-id or --cluster")
+		return errors.New("name exactly one resource: --topic, --group, --transactional-id, --flight-dataset or --cluster")
 	}
 	p, err := policy.Load(file, policy.Options{})
 	if err != nil {
@@ -171,20 +182,47 @@ func setupPolicy(ctx context.Context, s *settings, log *slog.Logger, reg prometh
 	s.proxy.Policy = store
 	s.proxy.AuditAllows = s.auditAllows
 	closeAudit := func() {}
+	var audit io.Writer
 	switch s.auditLog {
 	case "":
 	case "-":
-		s.proxy.AuditLog = stderr
+		audit = &lockedWriter{w: stderr}
 	default:
 		f, err := os.OpenFile(s.auditLog, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o600)
 		if err != nil {
 			return nil, fmt.Errorf("--audit-log: %w", err)
 		}
-		s.proxy.AuditLog = f
+		audit = &lockedWriter{w: f}
 		closeAudit = func() { f.Close() }
 	}
+	if audit != nil {
+		s.proxy.AuditLog = audit
+	}
+	// One policy file governs both proxies: its flight_dataset rules,
+	// principals and flight_quotas apply to Flight calls.
+	if s.flight != nil {
+		s.flight.UsePolicy(store)
+		s.flight.AuditAllows = s.auditAllows
+		if audit != nil {
+			s.flight.AuditLog = audit
+		}
+	}
 	p := store.Current()
-	log.Info("policy loaded", "file", s.policyPath, "rules", len(p.Rules()), "mode", p.Mode.String(), "sasl", p.HasPrincipals())
+	log.Info("policy loaded", "file", s.policyPath, "rules", len(p.Rules()), "mode", p.Mode.String(), "sasl", p.HasPrincipals(),
+		"kafka", !s.noKafka, "flight", s.flight != nil)
 	go store.Run(ctx, 0)
 	return closeAudit, nil
+}
+
+// lockedWriter writes one audit line at a time for the Kafka and Flight
+// proxies, which share the audit log.
+type lockedWriter struct {
+	mu sync.Mutex
+	w  io.Writer
+}
+
+func (l *lockedWriter) Write(b []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.w.Write(b)
 }

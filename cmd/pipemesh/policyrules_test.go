@@ -28,7 +28,7 @@ quotas:
   - {principal: "User:alice", requests_per_second: 100}
 `)
 	require.Equal(t, 0, run(context.Background(), []string{"policy", "check", good}, &out, &errOut), errOut.String())
-	assert.Contains(t, out.String(), "1 compression rules, 2 quota rules")
+	assert.Contains(t, out.String(), ": ok: 2 rules, 1 compression rules, 2 quota rules, 0 super users")
 
 	bad := writePolicy(t, cliPolicy+`compression:
   - {topic: "logs.", pattern: prefixed, codec: zstd, level: 30}

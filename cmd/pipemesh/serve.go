@@ -87,6 +87,39 @@ func (f *telemetryFlags) register(fs *flag.FlagSet) {
 	fs.Var(&f.labelAllow, "metrics-label-allow", "`label=value` that always keeps its own series, past the cap (repeat or comma-separate; labels: topic, principal, client_id, group)")
 }
 
+// fromFile takes the config file's telemetry: and lineage: keys for the
+// flags the user did not set.
+func (f *telemetryFlags) fromFile(set map[string]bool, file *config.File) {
+	t, l := file.Telemetry, file.Lineage
+	if !set["telemetry"] && t.Enabled != nil {
+		f.enabled = *t.Enabled
+	}
+	if !set["telemetry-flush"] && t.Flush != 0 {
+		f.flush = time.Duration(t.Flush)
+	}
+	if !set["metrics-max-label-values"] && t.MaxLabelValues != 0 {
+		f.maxLabelValues = t.MaxLabelValues
+	}
+	if !set["metrics-label-allow"] && len(t.LabelAllow) > 0 {
+		f.labelAllow = t.LabelAllow
+	}
+	if !set["data-dir"] && l.DataDir != "" {
+		f.dataDir = l.DataDir
+	}
+	if !set["lineage-retention"] && l.Retention != 0 {
+		f.retention = time.Duration(l.Retention)
+	}
+	if !set["openlineage-url"] && l.OpenLineage.URL != "" {
+		f.olURL = l.OpenLineage.URL
+	}
+	if !set["openlineage-every"] && l.OpenLineage.Every != 0 {
+		f.olEvery = time.Duration(l.OpenLineage.Every)
+	}
+	if !set["openlineage-namespace"] && l.OpenLineage.Namespace != "" {
+		f.olNamespace = l.OpenLineage.Namespace
+	}
+}
+
 // telemetrySettings is the resolved telemetry and lineage setup.
 type telemetrySettings struct {
 	lineage     lineage.Config
@@ -110,7 +143,7 @@ func (f *serveFlags) register(fs *flag.FlagSet) {
 	fs.DurationVar(&f.metaRefresh, "metadata-refresh", kafkaproxy.DefaultMetadataRefresh, "how often the proxy refreshes brokers and topics on its own")
 	fs.StringVar(&f.logLevel, "log-level", "info", "debug, info, warn or error")
 	fs.StringVar(&f.logFormat, "log-format", "text", "text or json")
-	fs.StringVar(&f.policyPath, "policy", "", "policy `file`: principals (SASL), Kafka-style ACLs, compression and quota rules, reloaded on SIGHUP and on change; see docs/security.md")
+	fs.StringVar(&f.policyPath, "policy", "", "policy `file`: principals (Kafka SASL, Flight basic auth), Kafka-style ACLs on topics, groups and Flight datasets, compression and quota rules, reloaded on SIGHUP and on change; see docs/security.md")
 	fs.StringVar(&f.auditLog, "audit-log", "", "`file` to append one JSON line per denied request to (- for stderr; default: denials go to the log)")
 	fs.BoolVar(&f.auditAllows, "audit-allows", false, "also write allowed decisions to --audit-log")
 	f.security.register(fs)
@@ -201,6 +234,7 @@ func (f *serveFlags) resolve(fs *flag.FlagSet) (*settings, error) {
 	if s.security, err = f.security.resolve(set, k, os.LookupEnv); err != nil {
 		return nil, err
 	}
+	f.telemetry.fromFile(set, &file)
 	if err := f.telemetry.resolve(s); err != nil {
 		return nil, err
 	}

@@ -29,6 +29,9 @@ type File struct {
 	// Policy is the policy file (serve --policy), see docs/security.md.
 	Policy string `yaml:"policy"`
 	Audit  Audit  `yaml:"audit"`
+	// Telemetry and lineage (telemetry.go, docs/lineage.md).
+	Telemetry Telemetry `yaml:"telemetry"`
+	Lineage   Lineage   `yaml:"lineage"`
 
 	// Rules for the Kafka path (rules.go). Compression and Quotas belong
 	// in the policy file; the config file keeps accepting them.
@@ -298,6 +301,9 @@ func (f *File) validate(lines lineIndex) error {
 	}
 	if err := f.validateRules(lines); err != nil {
 		return err
+	}
+	if f.Telemetry.MaxLabelValues < 0 {
+		return fmt.Errorf("%d: telemetry.max_label_values must be at least 1 (0 takes the default)", lines.at("telemetry.max_label_values"))
 	}
 	switch strings.ToLower(f.Log.Level) {
 	case "", "debug", "info", "warn", "error":
