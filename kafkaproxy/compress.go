@@ -7,9 +7,10 @@ import (
 	"github.com/pipemesh/pipemesh/protocol"
 )
 
-// compressor is the proxy-wide part of the compression stage: the rules,
-// the shared codecs, and the worker slots that bound how many batches are
-// recompressed at once.
+// compressor is the proxy-wide part of the compression stage: the rules in
+// force, the shared codecs, and the worker slots that bound how many batches
+// are recompressed at once. A reload builds a new compressor around the same
+// codecs and slots.
 type compressor struct {
 	rules   topicMatcher[compressionTarget]
 	codecs  *protocol.Codecs
@@ -22,18 +23,24 @@ type compressionTarget struct {
 }
 
 func newCompressor(rules []CompressionRule, maxDecompressed int, workers int, m *shapeMetrics) (*compressor, error) {
-	if len(rules) == 0 {
-		return nil, nil
-	}
 	codecs, err := protocol.NewCodecs(maxDecompressed)
 	if err != nil {
 		return nil, err
 	}
-	z := &compressor{codecs: codecs, workers: make(chan struct{}, workers), m: m}
+	return compressorFor(rules, codecs, make(chan struct{}, workers), m), nil
+}
+
+// compressorFor compiles rules around existing codecs and worker slots; nil
+// without rules.
+func compressorFor(rules []CompressionRule, codecs *protocol.Codecs, workers chan struct{}, m *shapeMetrics) *compressor {
+	if len(rules) == 0 {
+		return nil
+	}
+	z := &compressor{codecs: codecs, workers: workers, m: m}
 	for _, r := range rules {
 		z.rules.add(r.Topic, r.Prefixed, &compressionTarget{protocol.Recompression{Codec: r.Codec, Level: r.Level, MinBatchBytes: r.MinBatchBytes}})
 	}
-	return z, nil
+	return z
 }
 
 // connCompression is one connection's reusable recompression buffers.
@@ -61,15 +68,15 @@ func (c *conn) produceTarget(z *compressor, pd *protocol.PartitionData) (*compre
 	return z.rules.matchString(name), []byte(name)
 }
 
-// compressProduce is the compression stage. raw is the request frame as it
+// compressProduce is the compression stage under the rules of z (nil: none;
+// read once per request by shapeRequest). raw is the request frame as it
 // stands (size prefix included; maybe rewritten by authorization), frame the
 // same without the prefix, as far as it has been read. It returns the frame to
 // forward, size prefix included: the client's own, or a rewritten one in
 // which the batches of topics with a rule are recompressed. held is memory
 // taken from the budget for it, to be released once the frame is written.
 // ok is false when the connection closed while waiting for memory.
-func (c *conn) compressProduce(hdr *protocol.RequestHeader, raw, frame []byte) (out []byte, held int64, ok bool, err error) {
-	z := c.p.sh.compress
+func (c *conn) compressProduce(z *compressor, hdr *protocol.RequestHeader, raw, frame []byte) (out []byte, held int64, ok bool, err error) {
 	if z == nil || hdr.Version < 3 || hdr.BodyOffset < 0 {
 		return raw, 0, true, nil
 	}

@@ -22,7 +22,8 @@ func testConn(t *testing.T, stream []byte, rules ...CompressionRule) *conn {
 	require.NoError(t, err)
 	z, err := newCompressor(rules, 1<<20, 1, m)
 	require.NoError(t, err)
-	p := &Proxy{sh: &shaping{compress: z, budget: newBudget(64<<20, m), m: m}, topics: newTopicIDs()}
+	p := &Proxy{sh: &shaping{budget: newBudget(64<<20, m), m: m}, topics: newTopicIDs()}
+	p.sh.rules.Store(&ruleSet{compress: z})
 	c := &conn{p: p, done: make(chan struct{})}
 	c.sh.init()
 	c.cr = protocol.NewReader(bytes.NewReader(stream), 0, 4096)
@@ -85,7 +86,7 @@ func TestCompressProduceStreamsWhatNoRuleCovers(t *testing.T) {
 			require.Positive(t, c.cr.Rest())
 			hdr, err := protocol.ParseRequestHeader(head)
 			require.NoError(t, err)
-			out, held, ok, err := c.compressProduce(&hdr, c.cr.Frame(), head)
+			out, held, ok, err := c.compressProduce(c.p.sh.rules.Load().compress, &hdr, c.cr.Frame(), head)
 			require.NoError(t, err)
 			require.True(t, ok)
 			if !tt.whole {

@@ -80,10 +80,12 @@ type Config struct {
 	// topic and client, request durations, and lineage.
 	Telemetry TelemetryConfig
 	// Compression rules recompress Produce batches per topic
-	// (docs/compression.md).
+	// (docs/compression.md). Fixed for the life of the proxy; leave
+	// Compression and Quotas empty to take them from Policy instead, where
+	// they follow reloads. Rules in both are an error.
 	Compression []CompressionRule
 	// Quotas are per-principal and per-(principal, topic) rate limits
-	// (docs/quotas.md).
+	// (docs/quotas.md); fixed, like Compression.
 	Quotas []QuotaRule
 	// Limits bound memory; zero fields take their defaults.
 	Limits Limits

@@ -56,7 +56,7 @@ func (r *rate) charge(now int64, amount float64) time.Duration {
 // quotas holds the rules and every principal's allowances. Allowances are
 // per (rule, principal): each principal that "User:*" matches has its own.
 type quotas struct {
-	rules []QuotaRule
+	rules []QuotaRule // never changed: a reload builds new quotas
 	m     *shapeMetrics
 
 	mu      sync.Mutex
@@ -72,6 +72,7 @@ type rateKey struct {
 
 // principalQuotas is what applies to one principal, resolved once.
 type principalQuotas struct {
+	owner     *quotas // the rules it was resolved under
 	principal string
 	wide      [quotaKinds]*rate // the most specific principal-wide rule
 	produce   topicMatcher[rate]
@@ -79,11 +80,34 @@ type principalQuotas struct {
 	metrics   *principalThrottle
 }
 
-func newQuotas(rules []QuotaRule, m *shapeMetrics) *quotas {
+// newQuotas compiles rules; nil without any. Allowances of prev (the rules
+// a reload replaces) whose rule is unchanged carry over, so a reload does
+// not forgive debts or reset anyone's burst.
+func newQuotas(rules []QuotaRule, m *shapeMetrics, prev *quotas) *quotas {
 	if len(rules) == 0 {
 		return nil
 	}
-	return &quotas{rules: rules, m: m, byRule: make(map[rateKey]*rate), byPrinc: make(map[string]*principalQuotas)}
+	q := &quotas{rules: rules, m: m, byRule: make(map[rateKey]*rate), byPrinc: make(map[string]*principalQuotas)}
+	if prev == nil {
+		return q
+	}
+	moved := map[int]int{} // old rule index -> new
+	for j, old := range prev.rules {
+		for i, r := range rules {
+			if r == old {
+				moved[j] = i
+				break
+			}
+		}
+	}
+	prev.mu.Lock()
+	for k, r := range prev.byRule {
+		if i, ok := moved[k.rule]; ok {
+			q.byRule[rateKey{i, k.principal, k.kind}] = r
+		}
+	}
+	prev.mu.Unlock()
+	return q
 }
 
 // forPrincipal resolves the allowances of principal: for each kind, the
@@ -95,7 +119,7 @@ func (q *quotas) forPrincipal(principal string) *principalQuotas {
 	if pq := q.byPrinc[principal]; pq != nil {
 		return pq
 	}
-	pq := &principalQuotas{principal: principal, metrics: q.m.principal(principal)}
+	pq := &principalQuotas{owner: q, principal: principal, metrics: q.m.principal(principal)}
 	get := func(i int, kind quotaKind, perSec float64) *rate {
 		k := rateKey{i, principal, kind}
 		r := q.byRule[k]
@@ -148,15 +172,19 @@ func (q *quotas) forPrincipal(principal string) *principalQuotas {
 	return pq
 }
 
-// quotasFor returns the allowances of the connection's principal now,
-// re-resolved when the principal changed (after authentication).
-func (c *conn) quotasFor() *principalQuotas {
-	q := c.p.sh.quotas
+// quotasFor returns the allowances of the connection's principal under q,
+// the quota rules in force (nil: none), re-resolved when the principal
+// changed (after authentication) or the rules did (a policy reload).
+func (c *conn) quotasFor(q *quotas) *principalQuotas {
 	if q == nil {
+		if c.sh.pq != nil {
+			c.sh.pq = nil
+			c.sh.pqShared.Store(nil)
+		}
 		return nil
 	}
 	pr := c.principalName()
-	if pq := c.sh.pq; pq != nil && pq.principal == pr {
+	if pq := c.sh.pq; pq != nil && pq.owner == q && pq.principal == pr {
 		return pq
 	}
 	c.sh.pq = q.forPrincipal(pr)

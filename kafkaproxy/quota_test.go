@@ -34,7 +34,7 @@ func TestQuotaResolution(t *testing.T) {
 		{Principal: "User:*", Topic: "logs.", Prefixed: true, ProduceBytesPerSecond: 7},
 		{Principal: "User:loader", Topic: "logs.", Prefixed: true, ProduceBytesPerSecond: 3},
 		{Principal: "User:*", Topic: "logs.audit", FetchBytesPerSecond: 9},
-	}, m)
+	}, m, nil)
 
 	alice := q.forPrincipal("User:alice")
 	assert.Equal(t, 100.0, alice.wide[quotaProduce].perSec, "the literal principal wins")

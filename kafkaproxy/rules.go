@@ -6,6 +6,7 @@ import (
 	"slices"
 	"strings"
 
+	"github.com/pipemesh/pipemesh/policy"
 	"github.com/pipemesh/pipemesh/protocol"
 )
 
@@ -180,4 +181,29 @@ func principalMatch(pattern, principal string) int {
 		return 2
 	}
 	return 0
+}
+
+// FileRules converts the compression: and quotas: sections as the policy
+// file (and the config file) hold them, checked by policy.CheckRules, into
+// the proxy's rules.
+func FileRules(comp []policy.CompressionRule, quotas []policy.QuotaRule) ([]CompressionRule, []QuotaRule, error) {
+	var cs []CompressionRule
+	for i, r := range comp {
+		codec, err := protocol.ParseCodec(r.Codec)
+		if err != nil {
+			return nil, nil, fmt.Errorf("compression[%d]: %w", i, err)
+		}
+		cs = append(cs, CompressionRule{
+			Topic: r.Topic, Prefixed: r.Prefixed(), Codec: codec, Level: r.Level, MinBatchBytes: int(r.MinBatchBytes),
+		})
+	}
+	var qs []QuotaRule
+	for _, q := range quotas {
+		qs = append(qs, QuotaRule{
+			Principal: q.Principal, Topic: q.Topic, Prefixed: q.Prefixed(),
+			ProduceBytesPerSecond: int64(q.ProduceBytesPerSecond), FetchBytesPerSecond: int64(q.FetchBytesPerSecond),
+			RequestsPerSecond: q.RequestsPerSecond,
+		})
+	}
+	return cs, qs, nil
 }

@@ -2,24 +2,49 @@ package kafkaproxy
 
 import (
 	"fmt"
+	"log/slog"
 	"runtime"
+	"slices"
+	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/pipemesh/pipemesh/policy"
 	"github.com/pipemesh/pipemesh/protocol"
 )
 
 // shaping is the proxy-wide state of the shape and transform stages of the
-// request pipeline: quotas (nil without rules), recompression (nil without
-// rules), the memory budget and the per-connection in-flight cap.
+// request pipeline: the quota and recompression rules in force, the memory
+// budget and the per-connection in-flight cap.
 type shaping struct {
-	quotas      *quotas
-	compress    *compressor
+	rules       atomic.Pointer[ruleSet] // never nil once built
 	budget      *budget
 	inflightCap int64
 	m           *shapeMetrics
+
+	// What compiling a rule set needs; mu orders installs.
+	mu       sync.Mutex
+	codecs   *protocol.Codecs // made with the first compression rule, then kept
+	workers  chan struct{}
+	maxFrame int
+	// static: the rules came with the Config (the config file); the
+	// policy file's are refused, not merged.
+	static bool
+	log    *slog.Logger
+}
+
+// ruleSet is the compression and quota rules in force, compiled. A policy
+// reload swaps in a new one whole; a request reads the pointer once, so one
+// request sees one rule set throughout, and connections follow the reload
+// from their next request without reconnecting.
+type ruleSet struct {
+	compress *compressor // nil without compression rules
+	quotas   *quotas     // nil without quota rules
+	// compression is what compress was compiled from, so that a reload
+	// that leaves it alone keeps it.
+	compression []CompressionRule
 }
 
 func newShaping(cfg *Config, reg prometheus.Registerer) (*shaping, error) {
@@ -42,20 +67,107 @@ func newShaping(cfg *Config, reg prometheus.Registerer) (*shaping, error) {
 	if workers <= 0 {
 		workers = runtime.GOMAXPROCS(0)
 	}
-	z, err := newCompressor(cfg.Compression, int(cfg.MaxFrameBytes), workers, m)
-	if err != nil {
+	sh := &shaping{
+		budget:      newBudget(lim.MemoryBytes, m),
+		inflightCap: lim.MaxInflightBytesPerConnection,
+		m:           m,
+		workers:     make(chan struct{}, workers),
+		maxFrame:    int(cfg.MaxFrameBytes),
+		static:      len(cfg.Compression) > 0 || len(cfg.Quotas) > 0,
+		log:         cfg.Logger.With("component", "kafkaproxy"),
+	}
+	comp, quotas, from := cfg.Compression, cfg.Quotas, "config"
+	if cfg.Policy != nil {
+		pol := cfg.Policy.Current()
+		if sh.static && pol.HasTrafficRules() {
+			return nil, fmt.Errorf("kafkaproxy: compression or quota rules are set both in the Config (config file) and in the policy file %s; keep them in one", pol.File)
+		}
+		if !sh.static {
+			if comp, quotas, err = FileRules(pol.Compression(), pol.Quotas()); err != nil {
+				return nil, fmt.Errorf("kafkaproxy: policy file %s: %w", pol.File, err)
+			}
+			from = pol.File
+		}
+	}
+	if _, err := sh.install(comp, quotas); err != nil {
 		return nil, fmt.Errorf("kafkaproxy: %w", err)
 	}
 	cfg.Logger.Info("kafka memory limits and rules", "component", "kafkaproxy",
 		"memory_budget_bytes", lim.MemoryBytes, "max_inflight_bytes_per_connection", lim.MaxInflightBytesPerConnection,
-		"compression_rules", len(cfg.Compression), "quota_rules", len(cfg.Quotas), "recompress_workers", workers)
-	return &shaping{
-		quotas:      newQuotas(cfg.Quotas, m),
-		compress:    z,
-		budget:      newBudget(lim.MemoryBytes, m),
-		inflightCap: lim.MaxInflightBytesPerConnection,
-		m:           m,
-	}, nil
+		"compression_rules", len(comp), "quota_rules", len(quotas), "rules_from", from, "recompress_workers", workers)
+	if cfg.Policy != nil {
+		cfg.Policy.OnChange(sh.fromPolicy)
+	}
+	return sh, nil
+}
+
+// install compiles rules and swaps them in. Parts that did not change are
+// kept as they are: the compressor, and the quota allowances (with their
+// debts) of unchanged quota rules. It reports whether anything changed.
+func (s *shaping) install(comp []CompressionRule, qrules []QuotaRule) (bool, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	old := s.rules.Load()
+	rs := &ruleSet{compression: slices.Clone(comp)}
+	var oldQ *quotas
+	if old != nil {
+		oldQ = old.quotas
+	}
+	sameComp := old != nil && slices.Equal(old.compression, comp)
+	sameQuotas := old != nil && ((oldQ == nil && len(qrules) == 0) || (oldQ != nil && slices.Equal(oldQ.rules, qrules)))
+	if sameComp && sameQuotas {
+		return false, nil
+	}
+	if sameComp {
+		rs.compress = old.compress
+	} else if len(comp) > 0 {
+		if s.codecs == nil {
+			codecs, err := protocol.NewCodecs(s.maxFrame)
+			if err != nil {
+				return false, err
+			}
+			s.codecs = codecs
+		}
+		rs.compress = compressorFor(comp, s.codecs, s.workers, s.m)
+	}
+	if sameQuotas {
+		rs.quotas = oldQ
+	} else {
+		rs.quotas = newQuotas(slices.Clone(qrules), s.m, oldQ)
+	}
+	s.rules.Store(rs)
+	s.m.rules.WithLabelValues("compression").Set(float64(len(comp)))
+	s.m.rules.WithLabelValues("quota").Set(float64(len(qrules)))
+	return true, nil
+}
+
+// fromPolicy follows the policy file: it is called with every policy the
+// store swaps in, and installs its compression and quota rules.
+func (s *shaping) fromPolicy(pol *policy.Policy) {
+	if s.static {
+		if pol.HasTrafficRules() {
+			s.log.Error("the policy file's compression and quota rules are not used: the config file sets rules already; keep them in one file",
+				"file", pol.File)
+		}
+		return
+	}
+	comp, quotas, err := FileRules(pol.Compression(), pol.Quotas())
+	if err == nil {
+		err = validateRules(comp, quotas, Limits{})
+	}
+	var changed bool
+	if err == nil {
+		changed, err = s.install(comp, quotas)
+	}
+	if err != nil {
+		s.log.Error("the policy file's compression and quota rules were refused; the previous ones stay in force",
+			"file", pol.File, "err", err)
+		return
+	}
+	if changed {
+		s.log.Info("kafka compression and quota rules in force from the policy file",
+			"file", pol.File, "compression_rules", len(comp), "quota_rules", len(quotas))
+	}
 }
 
 // connShaping is one connection's part of those stages.
@@ -187,7 +299,8 @@ func (c *conn) shapeRequest(hdr *protocol.RequestHeader, raw, frame []byte, p *p
 	if !c.waitThrottled() {
 		return nil, 0, false, nil
 	}
-	pq := c.quotasFor()
+	rs := c.p.sh.rules.Load() // once: this request sees one rule set
+	pq := c.quotasFor(rs.quotas)
 	if pq != nil {
 		if hdr.Key == protocol.ProduceKey && !pq.produce.empty() && hdr.BodyOffset >= 0 && hdr.Version >= 3 &&
 			c.headNeedsWhole(hdr, frame, func(topic []byte, id [16]byte) bool {
@@ -213,7 +326,7 @@ func (c *conn) shapeRequest(hdr *protocol.RequestHeader, raw, frame []byte, p *p
 	out = raw
 	if hdr.Key == protocol.ProduceKey {
 		var h int64
-		out, h, ok, err = c.compressProduce(hdr, raw, frame)
+		out, h, ok, err = c.compressProduce(rs.compress, hdr, raw, frame)
 		held += h
 		if !ok || err != nil {
 			return nil, held, ok, err
@@ -245,7 +358,7 @@ func (c *conn) holdResponse() (held int64, ok bool) {
 // frame to send instead.
 func (c *conn) shapeResponse(p *pending, out []byte) []byte {
 	throttle := p.sh.throttle
-	if p.key == protocol.FetchKey && c.p.sh.quotas != nil {
+	if p.key == protocol.FetchKey && c.p.sh.rules.Load().quotas != nil {
 		if pq := c.sh.respPQ(c); pq != nil {
 			whole := c.ur.Rest() == 0
 			var body []byte

@@ -27,6 +27,7 @@ type shapeMetrics struct {
 	inflightCapWaits  prometheus.Counter
 	throttlePauses    prometheus.Counter
 	throttleRewriteNo prometheus.Counter
+	rules             *prometheus.GaugeVec // by kind: compression, quota
 
 	mu     sync.RWMutex
 	topics map[string]*topicCompression
@@ -95,12 +96,16 @@ func newShapeMetrics(reg prometheus.Registerer) (*shapeMetrics, error) {
 			Name: "pipemesh_kafka_throttle_unannounced_total",
 			Help: "Throttles the proxy enforced by pausing but could not write into the response (a response version or size it does not rewrite).",
 		}),
+		rules: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "pipemesh_kafka_rules",
+			Help: "Compression and quota rules in force, by kind (compression, quota); follows policy file reloads.",
+		}, []string{"kind"}),
 		topics: make(map[string]*topicCompression),
 		users:  make(map[string]*principalThrottle),
 	}
 	for _, c := range []prometheus.Collector{m.recompBytes, m.recompBatches, m.recompSkipped, m.recompSeconds, m.recompRatio,
 		m.throttleSeconds, m.throttledReplies, m.inflightBytes, m.budgetTotal, m.budgetUsed, m.budgetWaits,
-		m.inflightCapWaits, m.throttlePauses, m.throttleRewriteNo} {
+		m.inflightCapWaits, m.throttlePauses, m.throttleRewriteNo, m.rules} {
 		if err := reg.Register(c); err != nil {
 			return nil, err
 		}

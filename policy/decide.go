@@ -149,6 +149,7 @@ type Policy struct {
 	superUsers map[string]struct{}
 	creds      map[string]*Credentials
 	idx        [numResourceTypes]index
+	traffic    trafficRules
 
 	flightQuotas    map[string]FlightQuota
 	flightQuotaList []FlightQuota
@@ -181,6 +182,7 @@ func compile(src source) (*Policy, error) {
 	p := &Policy{
 		Mode: src.mode, AllowIfNoACL: src.allowIfNoACL, UnknownAPIs: src.unknownAPIs,
 		rules:      src.rules,
+		traffic:    src.traffic,
 		superUsers: make(map[string]struct{}, len(src.superUsers)),
 		creds:      make(map[string]*Credentials, len(src.principals)),
 

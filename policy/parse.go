@@ -92,6 +92,7 @@ type source struct {
 	principals   []principalSpec
 	rules        []Rule
 	flightQuotas []FlightQuota
+	traffic      trafficRules // compression: and quotas: (rules.go)
 }
 
 // Options are what parsing takes from the environment. Zero values use the
@@ -99,6 +100,9 @@ type source struct {
 type Options struct {
 	// Getenv looks up password_env variables. Default os.LookupEnv.
 	Getenv func(string) (string, bool)
+	// RulesIn names a config file that sets compression: or quotas:
+	// already; the policy may then not (rules come from one file).
+	RulesIn string
 }
 
 // Load reads and compiles the policy file at path.
@@ -116,7 +120,7 @@ func Parse(file string, data []byte, opts Options) (*Policy, error) {
 	if opts.Getenv == nil {
 		opts.Getenv = os.LookupEnv
 	}
-	p := parser{getenv: opts.Getenv}
+	p := parser{getenv: opts.Getenv, rulesIn: opts.RulesIn}
 	src := p.parse(data)
 	if len(p.issues) > 0 {
 		slices.SortStableFunc(p.issues, func(a, b Issue) int {
@@ -136,8 +140,9 @@ func Parse(file string, data []byte, opts Options) (*Policy, error) {
 }
 
 type parser struct {
-	getenv func(string) (string, bool)
-	issues []Issue
+	getenv  func(string) (string, bool)
+	rulesIn string
+	issues  []Issue
 }
 
 func (p *parser) add(n *yaml.Node, format string, args ...any) {
@@ -210,13 +215,16 @@ func (p *parser) parse(data []byte) source {
 			src.rules = p.rules(v)
 		case "flight_quotas":
 			src.flightQuotas = p.flightQuotas(v)
+		case "compression", "quotas":
+			p.trafficSection(key, k, v, &src.traffic)
 		default:
 			return false
 		}
 		return true
 	})
-	if len(src.rules) == 0 && len(src.principals) == 0 && len(p.issues) == 0 {
-		p.add(root, "the policy has no acls and no principals; add an acls list (see docs/security.md)")
+	if len(src.rules) == 0 && len(src.principals) == 0 && !src.allowIfNoACL && len(p.issues) == 0 {
+		p.add(root, "the policy has no acls and no principals, so every request would be denied; add an acls list, "+
+			"or allow_if_no_acl: true to let every request through (see docs/security.md)")
 	}
 	return src
 }

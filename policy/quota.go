@@ -4,8 +4,6 @@ import (
 	"strconv"
 
 	"gopkg.in/yaml.v3"
-
-	"github.com/pipemesh/pipemesh/internal/config"
 )
 
 // FlightQuota is one entry of the policy's flight_quotas list: the caps on
@@ -74,7 +72,7 @@ func (p *parser) flightQuotas(n *yaml.Node) []FlightQuota {
 			case "bytes_per_second":
 				limits++
 				s := p.str(v, key)
-				n, err := config.ParseBytes(s)
+				n, err := ParseBytes(s)
 				switch {
 				case s == "":
 				case err != nil:

@@ -31,6 +31,8 @@ type Store struct {
 
 	cur      atomic.Pointer[Policy]
 	mu       sync.Mutex // one reload at a time
+	subMu    sync.Mutex // orders swaps and their OnChange calls
+	subs     []func(*Policy)
 	lastHash [32]byte
 
 	reloads   *prometheus.CounterVec
@@ -121,8 +123,28 @@ func (s *Store) Count(r Result) {
 func (s *Store) Set(p *Policy) { s.swap(p) }
 
 func (s *Store) swap(p *Policy) {
+	s.subMu.Lock()
+	defer s.subMu.Unlock()
+	// Subscribers first: once Current returns p, what they compile from
+	// it is in force too.
+	for _, fn := range s.subs {
+		fn(p)
+	}
 	s.cur.Store(p)
 	s.rules.Set(float64(len(p.rules)))
+}
+
+// OnChange calls fn with the policy in force now, and then with every
+// policy swapped in, in swap order, on the goroutine that swaps it, before
+// Current returns it (so a reload has returned, and Current shows the new
+// policy, only once fn has seen it). fn must be quick and must
+// not call OnChange. Parts of the policy that are compiled elsewhere (the
+// Kafka proxy's compression and quota rules) follow reloads this way.
+func (s *Store) OnChange(fn func(*Policy)) {
+	s.subMu.Lock()
+	defer s.subMu.Unlock()
+	s.subs = append(s.subs, fn)
+	fn(s.cur.Load())
 }
 
 // Reload re-reads the file. On success the new policy is in force when it

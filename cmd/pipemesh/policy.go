@@ -20,7 +20,8 @@ const policyAbout = `Check a policy file, or explain a decision it makes.
 
   pipemesh policy check FILE
       Validate FILE as serve --policy would load it, and print every problem
-      as file:line:col: what is wrong. Exit status 1 when there is any.
+      as file:line:col: what is wrong, in the ACLs and in the compression:
+      and quotas: sections alike. Exit status 1 when there is any.
 
   pipemesh policy explain FILE --principal User:bob --operation WRITE --topic orders
       Print the decision (allow, deny, or would_deny in audit mode) and the
@@ -83,8 +84,13 @@ func runPolicyCheck(args []string, stdout, stderr io.Writer) error {
 		return err
 	}
 	quotas := ""
-	if n := len(p.FlightQuotas()); n > 0 {
-		quotas = fmt.Sprintf(", %d flight quotas", n)
+	for _, c := range []struct {
+		n    int
+		what string
+	}{{len(p.FlightQuotas()), "flight quotas"}, {len(p.Compression()), "compression rules"}, {len(p.Quotas()), "quota rules"}} {
+		if c.n > 0 {
+			quotas += fmt.Sprintf(", %d %s", c.n, c.what)
+		}
 	}
 	fmt.Fprintf(stdout, "%s: ok: %d rules%s, %d super users, mode %s, SASL %s\n", file, len(p.Rules()), quotas, len(p.SuperUsers()), p.Mode,
 		map[bool]string{true: "on (the file defines principals; Flight basic auth too)", false: "off (no principals)"}[p.HasPrincipals()])
@@ -168,7 +174,8 @@ func setupPolicy(ctx context.Context, s *settings, log *slog.Logger, reg prometh
 		}
 		return func() {}, nil
 	}
-	store, err := policy.NewStore(policy.StoreConfig{Path: s.policyPath, Logger: log, Registerer: reg})
+	store, err := policy.NewStore(policy.StoreConfig{Path: s.policyPath, Logger: log, Registerer: reg,
+		Options: policy.Options{RulesIn: s.rulesIn}})
 	if err != nil {
 		return nil, fmt.Errorf("--policy: %w", err)
 	}

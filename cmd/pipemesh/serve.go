@@ -28,9 +28,11 @@ rewritten to those listeners. Flags override the keys of --config.
 With --flight-upstream it also runs the Arrow Flight proxy on --flight-listen
 (or only it, without a Kafka upstream): Flight clients connect there, and every
 FlightInfo endpoint is rewritten to lead back through it. See docs/flight.md.
-Per-topic recompression of produced batches, quotas (throttled the Kafka way,
-with throttle_time_ms) and the memory budget are set in --config, under
-compression:, quotas: and limits: (docs/compression.md, docs/quotas.md).
+Per-topic recompression of produced batches and quotas (throttled the Kafka
+way, with throttle_time_ms) are set in the --policy file, under compression:
+and quotas:, and follow its reloads; --config still accepts them (then fixed
+until restart; not in both files). The memory budget is --config's limits:
+(docs/compression.md, docs/quotas.md).
 
 Examples:
   pipemesh serve --kafka-listen 127.0.0.1:19092 --kafka-upstream 127.0.0.1:9092
@@ -141,7 +143,7 @@ func (f *serveFlags) register(fs *flag.FlagSet) {
 	fs.DurationVar(&f.metaRefresh, "metadata-refresh", kafkaproxy.DefaultMetadataRefresh, "how often the proxy refreshes brokers and topics on its own")
 	fs.StringVar(&f.logLevel, "log-level", "info", "debug, info, warn or error")
 	fs.StringVar(&f.logFormat, "log-format", "text", "text or json")
-	fs.StringVar(&f.policyPath, "policy", "", "policy `file`: principals (Kafka SASL, Flight basic auth) and Kafka-style ACLs on topics, groups and Flight datasets, reloaded on SIGHUP and on change; see docs/security.md")
+	fs.StringVar(&f.policyPath, "policy", "", "policy `file`: principals (Kafka SASL, Flight basic auth), Kafka-style ACLs on topics, groups and Flight datasets, compression and quota rules, reloaded on SIGHUP and on change; see docs/security.md")
 	fs.StringVar(&f.auditLog, "audit-log", "", "`file` to append one JSON line per denied request to (- for stderr; default: denials go to the log)")
 	fs.BoolVar(&f.auditAllows, "audit-allows", false, "also write allowed decisions to --audit-log")
 	f.security.register(fs)
@@ -156,6 +158,7 @@ type settings struct {
 	logLevel    string
 	logFormat   string
 	policyPath  string
+	rulesIn     string // the config file, when it sets compression or quotas
 	auditLog    string
 	auditAllows bool
 	security    securitySettings
@@ -235,7 +238,7 @@ func (f *serveFlags) resolve(fs *flag.FlagSet) (*settings, error) {
 	if err := f.telemetry.resolve(s); err != nil {
 		return nil, err
 	}
-	applyRules(&s.proxy, &file)
+	applyRules(s, &file, f.configPath)
 	if s.flight, err = f.flight.resolve(set, file.Flight); err != nil {
 		return nil, err
 	}

@@ -11,11 +11,12 @@ import (
 	"net"
 	"os"
 	"regexp"
-	"strconv"
 	"strings"
 	"time"
 
 	"gopkg.in/yaml.v3"
+
+	"github.com/pipemesh/pipemesh/policy"
 )
 
 // File is the config file's shape. Durations are Go durations ("30s",
@@ -32,7 +33,8 @@ type File struct {
 	Telemetry Telemetry `yaml:"telemetry"`
 	Lineage   Lineage   `yaml:"lineage"`
 
-	// Rules for the Kafka path (rules.go).
+	// Rules for the Kafka path (rules.go). Compression and Quotas belong
+	// in the policy file; the config file keeps accepting them.
 	Compression []CompressionRule `yaml:"compression"`
 	Quotas      []QuotaRule       `yaml:"quotas"`
 	Limits      Limits            `yaml:"limits"`
@@ -158,24 +160,7 @@ func (b *Bytes) UnmarshalYAML(n *yaml.Node) error {
 }
 
 // ParseBytes reads a byte count with an optional KiB, MiB or GiB suffix.
-func ParseBytes(s string) (int64, error) {
-	mult := int64(1)
-	num := strings.TrimSpace(s)
-	for _, u := range []struct {
-		suffix string
-		mult   int64
-	}{{"GiB", 1 << 30}, {"MiB", 1 << 20}, {"KiB", 1 << 10}, {"B", 1}} {
-		if strings.HasSuffix(num, u.suffix) {
-			num, mult = strings.TrimSpace(strings.TrimSuffix(num, u.suffix)), u.mult
-			break
-		}
-	}
-	v, err := strconv.ParseInt(num, 10, 64)
-	if err != nil || v < 0 {
-		return 0, fmt.Errorf("%q is not a size; write bytes (1048576) or use KiB, MiB, GiB (1MiB)", s)
-	}
-	return v * mult, nil
-}
+func ParseBytes(s string) (int64, error) { return policy.ParseBytes(s) }
 
 // lineError is a problem at a line of the file.
 type lineError struct {
@@ -222,6 +207,10 @@ func describe(path string, err error) error {
 	var le *lineError
 	if errors.As(err, &le) {
 		return fmt.Errorf("%s:%d: %s", path, le.line, le.msg)
+	}
+	var ve *policy.ValueError
+	if errors.As(err, &ve) {
+		return fmt.Errorf("%s:%d: %s", path, ve.Line, ve.Msg)
 	}
 	msg := strings.TrimPrefix(strings.TrimPrefix(err.Error(), "yaml: unmarshal errors:\n"), "yaml: ")
 	var out []string
