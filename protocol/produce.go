@@ -92,13 +92,7 @@ func walkProduce(version int16, body []byte, onTopic func([]byte, [16]byte), fn 
 		}
 		for np := arrayLen(&b, flexible); np > 0 && b.Ok(); np-- {
 			pd.Partition = b.Int32()
-			pd.RecordsAt = len(body) - len(b.Src)
-			if flexible {
-				pd.Records = b.CompactNullableBytes()
-				skipTags(&b)
-			} else {
-				pd.Records = b.NullableBytes()
-			}
+			readRecords(&b, flexible, body, &pd)
 			if fn != nil && b.Ok() {
 				fn(pd)
 			}
@@ -114,6 +108,19 @@ func walkProduce(version int16, body []byte, onTopic func([]byte, [16]byte), fn 
 		return named, seen, fmt.Errorf("%w: Produce v%d request", ErrMalformed, version)
 	}
 	return named, seen, nil
+}
+
+// readRecords reads a partition's records field (and, in flexible
+// versions, the partition's tagged fields after it) into pd, with the
+// records' offset in body.
+func readRecords(b *kbin.Reader, flexible bool, body []byte, pd *PartitionData) {
+	pd.RecordsAt = len(body) - len(b.Src)
+	if flexible {
+		pd.Records = b.CompactNullableBytes()
+		skipTags(b)
+	} else {
+		pd.Records = b.NullableBytes()
+	}
 }
 
 // arrayLen reads an array length: compact (length+1, as a uvarint) in

@@ -122,13 +122,7 @@ func WalkFetchResponse(version int16, body []byte, fn func(PartitionData)) (kbin
 			if version >= 11 {
 				b.Int32() // preferred read replica
 			}
-			pd.RecordsAt = len(body) - len(b.Src)
-			if flexible {
-				pd.Records = b.CompactNullableBytes()
-				skipTags(&b)
-			} else {
-				pd.Records = b.NullableBytes()
-			}
+			readRecords(&b, flexible, body, &pd)
 			if fn != nil && b.Ok() {
 				fn(pd)
 			}
