@@ -1,6 +1,7 @@
 package kafkaproxy
 
 import (
+	"fmt"
 	"testing"
 	"time"
 
@@ -173,4 +174,23 @@ func TestHeartbeatRefreshAllocatesNothing(t *testing.T) {
 	o.observeGroup(heartbeatKey, 4, body, id)
 	require.Equal(t, "billing", o.t.groups.lookup(memberKey{id.principal, id.clientID, id.host}, "any"))
 	assert.Zero(t, testing.AllocsPerRun(100, func() { o.observeGroup(heartbeatKey, 4, body, id) }))
+}
+
+// TestGroupRegistryGroupsPerConsumerBounded: one client naming ever new
+// groups (JoinGroup, OffsetCommit, ConsumerGroupHeartbeat with made-up group
+// ids) holds a bounded number of memberships, not one per name.
+func TestGroupRegistryGroupsPerConsumerBounded(t *testing.T) {
+	r := newGroupRegistry(10)
+	k := memberKey{"User:ANONYMOUS", "noisy", "10.0.0.9"}
+	for i := range 10000 {
+		r.seen(k, fmt.Sprintf("g%d", i), "m", []string{"t"}, time.Now())
+	}
+	r.mu.Lock()
+	n := len(r.members[k])
+	r.mu.Unlock()
+	assert.LessOrEqual(t, n, maxGroupsPerMember)
+	assert.Equal(t, "g0", func() string { // the first memberships still count
+		r.seen(k, "g0", "m", []string{"only-g0"}, time.Now())
+		return r.lookup(k, "only-g0")
+	}())
 }
