@@ -118,7 +118,7 @@ func (c *conn) authorizeRequest(hdr *protocol.RequestHeader, frame []byte, p *pe
 	if hdr.BodyOffset < 0 {
 		return nil, 0, fmt.Errorf("%s v%d is newer than pipemesh can authorize", protocol.KeyName(hdr.Key), hdr.Version)
 	}
-	a := authzRun{c: c, pol: pol, key: hdr.Key, principal: c.principal}
+	a := authzRun{c: c, pol: pol, key: hdr.Key, principal: c.principal, clientID: c.clientID}
 	if hdr.Key == protocol.ProduceKey && c.cr.Rest() > 0 && a.produceHeadAllowed(hdr, frame) {
 		// Every topic is allowed: the batches stream through to the
 		// broker as they arrive (cut-through), not read whole first.
@@ -297,14 +297,16 @@ type verdict struct {
 	closeErr error
 }
 
-// authzRun checks one request. It keeps the principal and policy of the
-// moment the request arrived: response fix-ups run on the response
-// goroutine, after a re-authentication or reload may have moved on.
+// authzRun checks one request. It keeps the principal, client id and
+// policy of the moment the request arrived: response fix-ups run on the
+// response goroutine, after a re-authentication, reload or the first named
+// client id (c.clientID, written by the request goroutine) may have moved on.
 type authzRun struct {
 	c         *conn
 	pol       *policy.Policy
 	key       int16
 	principal string
+	clientID  string
 }
 
 // ok decides one operation and records it (metric, audit log).
@@ -312,7 +314,7 @@ func (a *authzRun) ok(op policy.Operation, rt policy.ResourceType, name string) 
 	d := a.pol.Decide(a.principal, op, rt, name)
 	a.c.p.cfg.Policy.Count(d.Result)
 	if d.Result != policy.Allowed || a.c.p.audit.allows {
-		a.c.p.audit.record(a.c, a.principal, a.key, op, rt, name, d)
+		a.c.p.audit.record(a.c, a.principal, a.clientID, a.key, op, rt, name, d)
 	}
 	return d.Allowed()
 }
@@ -502,7 +504,7 @@ func (a *authzRun) check(req kmsg.Request) verdict {
 	}
 	a.c.p.cfg.Policy.Count(d.Result)
 	if d.Result != policy.Allowed {
-		a.c.p.audit.record(a.c, a.principal, a.key, policy.OpAll, policy.ResCluster, policy.ClusterName, d)
+		a.c.p.audit.record(a.c, a.principal, a.clientID, a.key, policy.OpAll, policy.ResCluster, policy.ClusterName, d)
 	}
 	if d.Allowed() {
 		return verdict{}

@@ -227,3 +227,57 @@ func TestAuthzDecodedProduceWaitsForBudget(t *testing.T) {
 	assert.Equal(t, map[string]int16{"orders": 0, "secret": errTopicAuth}, readProduceResponse(t, bufio.NewReader(nc), nc, 1))
 	assert.Eventually(t, func() bool { return pool.inUse() == 0 }, 5*time.Second, 5*time.Millisecond, "memory held for the request is given back")
 }
+
+// TestAuthzAuditClientIDNoRace: the audit entries of a response fix-up (a
+// Metadata answer with hidden topics, filtered on the response goroutine)
+// read the client id the request was sent under, not the connection's
+// field the request goroutine fills in when a later request is the first
+// to name one. Run with -race.
+func TestAuthzAuditClientIDNoRace(t *testing.T) {
+	p, _ := startStreamProxy(t)
+	nc, err := net.Dial("tcp", p.Addr())
+	require.NoError(t, err)
+	defer nc.Close()
+	metadata := func(corr int32, clientID *string) []byte {
+		r := kmsg.NewPtrMetadataRequest()
+		r.SetVersion(4) // all topics: nil
+		b := make([]byte, 4, 64)
+		b = kbin.AppendInt16(b, r.Key())
+		b = kbin.AppendInt16(b, r.Version)
+		b = kbin.AppendInt32(b, corr)
+		b = kbin.AppendNullableString(b, clientID)
+		b = r.AppendTo(b)
+		binary.BigEndian.PutUint32(b, uint32(len(b)-4))
+		return b
+	}
+	late := "late-client-id"
+	const n = 200
+	var frames []byte
+	for i := range int32(n) {
+		frames = append(frames, metadata(i+1, nil)...)
+	}
+	_, err = nc.Write(frames)
+	require.NoError(t, err)
+	br := bufio.NewReader(nc)
+	require.NoError(t, nc.SetReadDeadline(time.Now().Add(30*time.Second)))
+	for i := range n + 1 {
+		var sz [4]byte
+		_, err := io.ReadFull(br, sz[:])
+		require.NoError(t, err, "response %d", i)
+		frame := make([]byte, binary.BigEndian.Uint32(sz[:]))
+		_, err = io.ReadFull(br, frame)
+		require.NoError(t, err)
+		if i == 0 {
+			// The first request to name a client id comes while the
+			// proxy is still answering the others.
+			_, err = nc.Write(metadata(n+1, &late))
+			require.NoError(t, err)
+		}
+		resp := kmsg.NewPtrMetadataResponse()
+		resp.SetVersion(4)
+		require.NoError(t, resp.ReadFrom(frame[4:]))
+		for _, topic := range resp.Topics {
+			assert.NotEqual(t, "secret", *topic.Topic, "a topic the principal may not describe is hidden")
+		}
+	}
+}
