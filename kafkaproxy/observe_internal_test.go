@@ -194,3 +194,31 @@ func TestGroupRegistryGroupsPerConsumerBounded(t *testing.T) {
 		return r.lookup(k, "only-g0")
 	}())
 }
+
+// TestEdgeCacheBounded: a connection producing to ever new topic names (a
+// raw client can name any; the request is counted before the broker answers)
+// keeps a bounded edge cache, not one entry per name for its lifetime; the
+// counts still reach the edges.
+func TestEdgeCacheBounded(t *testing.T) {
+	o := benchObs(t)
+	batch := recordBatch(1, 10)
+	for i := range 5000 {
+		req := kmsg.NewPtrProduceRequest()
+		req.SetVersion(7)
+		rt := kmsg.NewProduceRequestTopic()
+		rt.Topic = fmt.Sprintf("made-up-%d", i)
+		rp := kmsg.NewProduceRequestTopicPartition()
+		rp.Records = batch
+		rt.Partitions = append(rt.Partitions, rp)
+		req.Topics = append(req.Topics, rt)
+		o.walkProduce(7, req.AppendTo(nil))
+	}
+	assert.LessOrEqual(t, len(o.reqCache.byName)+len(o.reqCache.byID), maxCachedEdges+1)
+	var records int64
+	o.t.mu.Lock()
+	for _, e := range o.t.list {
+		records += e.records.Load()
+	}
+	o.t.mu.Unlock()
+	assert.EqualValues(t, 5000, records, "every record counted, on its edge or the overflow edge")
+}
