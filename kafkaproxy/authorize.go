@@ -307,6 +307,11 @@ type authzRun struct {
 	key       int16
 	principal string
 	clientID  string
+	// refreshed is set once an unknown topic id has cost a metadata
+	// refresh: later unknown ids of the same request are looked up in the
+	// cache only, so a request naming many made-up ids costs the cluster
+	// one Metadata request, not one per id.
+	refreshed bool
 }
 
 // ok decides one operation and records it (metric, audit log).
@@ -320,14 +325,23 @@ func (a *authzRun) ok(op policy.Operation, rt policy.ResourceType, name string) 
 }
 
 // topic returns the error code for op on a topic named by name or by id
-// (resolved through the proxy's topic id cache), 0 when allowed.
+// (resolved through the proxy's topic id cache, refreshed at most once per
+// request), 0 when allowed.
 func (a *authzRun) topic(op policy.Operation, name string, id [16]byte) int16 {
 	if name == "" && id != ([16]byte{}) {
-		ctx, cancel := context.WithTimeout(a.c.p.ctx, 5*time.Second)
-		n, err := a.c.p.TopicName(ctx, id)
-		cancel()
-		if err != nil {
-			return errUnknownID
+		n, ok := a.c.p.topics.Name(id)
+		if !ok {
+			if a.refreshed {
+				return errUnknownID
+			}
+			a.refreshed = true
+			ctx, cancel := context.WithTimeout(a.c.p.ctx, 5*time.Second)
+			var err error
+			n, err = a.c.p.TopicName(ctx, id)
+			cancel()
+			if err != nil {
+				return errUnknownID
+			}
 		}
 		name = n
 	}

@@ -25,6 +25,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 	"github.com/twmb/franz-go/pkg/kbin"
+	"github.com/twmb/franz-go/pkg/kfake"
 	"github.com/twmb/franz-go/pkg/kmsg"
 
 	"github.com/pipemesh/pipemesh/internal/devbroker"
@@ -87,6 +88,12 @@ func startTap(t *testing.T, broker string) *countingTap {
 // secret, and a proxy under streamPolicy whose bootstrap connections go
 // through a counting tap.
 func startStreamProxy(t *testing.T) (*Proxy, *countingTap) {
+	p, tap, _ := startStreamCluster(t)
+	return p, tap
+}
+
+// startStreamCluster is startStreamProxy that also returns the cluster.
+func startStreamCluster(t *testing.T) (*Proxy, *countingTap, *kfake.Cluster) {
 	t.Helper()
 	c, err := devbroker.Start(devbroker.Config{Brokers: 1, Topics: []devbroker.Topic{{Name: "orders", Partitions: 1}, {Name: "secret", Partitions: 1}}})
 	require.NoError(t, err)
@@ -107,7 +114,7 @@ func startStreamProxy(t *testing.T) (*Proxy, *countingTap) {
 	go func() { defer close(done); _ = p.Serve(ctx) }()
 	t.Cleanup(func() { cancel(); <-done })
 	require.Eventually(t, func() bool { ok, _ := p.Ready(); return ok }, 10*time.Second, 10*time.Millisecond)
-	return p, tap
+	return p, tap, c
 }
 
 // bigBatch is a magic v2 record batch holding one record of n bytes.
@@ -280,4 +287,65 @@ func TestAuthzAuditClientIDNoRace(t *testing.T) {
 			assert.NotEqual(t, "secret", *topic.Topic, "a topic the principal may not describe is hidden")
 		}
 	}
+}
+
+// TestAuthzUnknownTopicIDsRefreshOnce: a Produce v13 naming topics by ids
+// the proxy does not know costs at most one metadata refresh, however many
+// ids it names, and each gets UNKNOWN_TOPIC_ID. A client cannot make the
+// proxy send the cluster a Metadata request per id.
+func TestAuthzUnknownTopicIDsRefreshOnce(t *testing.T) {
+	p, _, cluster := startStreamCluster(t)
+	var metadata atomic.Int64
+	cluster.ControlKey(kmsg.Metadata.Int16(), func(kmsg.Request) (kmsg.Response, error, bool) {
+		metadata.Add(1)
+		return nil, nil, false
+	})
+	const ids = 30
+	r := kmsg.NewPtrProduceRequest()
+	r.SetVersion(13)
+	r.Acks, r.TimeoutMillis = 1, 5000
+	for i := range ids {
+		rt := kmsg.NewProduceRequestTopic()
+		rt.TopicID = [16]byte{0xee, byte(i + 1)}
+		rp := kmsg.NewProduceRequestTopicPartition()
+		rp.Records = bigBatch(10)
+		rt.Partitions = append(rt.Partitions, rp)
+		r.Topics = append(r.Topics, rt)
+	}
+	id := "unknown-ids"
+	b := make([]byte, 4, 4096)
+	b = kbin.AppendInt16(b, r.Key())
+	b = kbin.AppendInt16(b, r.Version)
+	b = kbin.AppendInt32(b, 7)
+	b = kbin.AppendNullableString(b, &id)
+	b = kbin.AppendUvarint(b, 0) // no header tags
+	b = r.AppendTo(b)
+	binary.BigEndian.PutUint32(b, uint32(len(b)-4))
+
+	nc, err := net.Dial("tcp", p.Addr())
+	require.NoError(t, err)
+	defer nc.Close()
+	before := metadata.Load()
+	_, err = nc.Write(b)
+	require.NoError(t, err)
+	require.NoError(t, nc.SetReadDeadline(time.Now().Add(60*time.Second)))
+	br := bufio.NewReader(nc)
+	var sz [4]byte
+	_, err = io.ReadFull(br, sz[:])
+	require.NoError(t, err)
+	frame := make([]byte, binary.BigEndian.Uint32(sz[:]))
+	_, err = io.ReadFull(br, frame)
+	require.NoError(t, err)
+	require.EqualValues(t, 7, binary.BigEndian.Uint32(frame))
+	resp := kmsg.NewPtrProduceResponse()
+	resp.SetVersion(13)
+	require.NoError(t, resp.ReadFrom(frame[5:]))
+	require.Len(t, resp.Topics, ids)
+	for _, rt := range resp.Topics {
+		for _, rp := range rt.Partitions {
+			assert.Equal(t, errUnknownID, rp.ErrorCode)
+		}
+	}
+	// One refresh for the request, and maybe one periodic refresh.
+	assert.LessOrEqual(t, metadata.Load()-before, int64(2), "Metadata requests sent to the cluster")
 }
