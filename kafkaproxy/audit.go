@@ -17,9 +17,11 @@ type auditLog struct {
 	allows bool
 }
 
-func (l *auditLog) record(c *conn, principal string, key int16, op policy.Operation, rt policy.ResourceType, name string, d policy.Decision) {
+// record writes one entry. principal and clientID are passed in, not read
+// from c, because fix-ups record from the response goroutine.
+func (l *auditLog) record(c *conn, principal, clientID string, key int16, op policy.Operation, rt policy.ResourceType, name string, d policy.Decision) {
 	e := policy.AuditEntry{
-		Time: time.Now().UTC(), Result: d.Result.String(), Principal: principal, ClientID: c.clientID,
+		Time: time.Now().UTC(), Result: d.Result.String(), Principal: principal, ClientID: clientID,
 		Source: c.client.RemoteAddr().String(), API: protocol.KeyName(key), Operation: op.String(),
 		Resource: rt.String(), Name: name, Reason: d.Reason.String(),
 	}

@@ -1,13 +1,13 @@
 package kafkaproxy
 
 import (
-	"bytes"
 	"context"
 	"encoding/binary"
 	"errors"
 	"fmt"
 	"time"
 
+	"github.com/twmb/franz-go/pkg/kbin"
 	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kmsg"
 
@@ -53,30 +53,50 @@ var legacySaslHeader = protocol.RequestHeader{Key: keySaslAuthenticate, Version:
 // broker's answer to be fixed up (p.authz), or return a rewritten frame to
 // forward instead of the client's (the allowed part of a mixed request). An
 // error closes the connection. frame is the request without its size
-// prefix, possibly only its head.
-func (c *conn) authorize(hdr *protocol.RequestHeader, frame []byte, p *pending) ([]byte, error) {
+// prefix, possibly only its head. held is memory taken from the budget for a
+// request read whole to be decoded; the caller releases it once the frame
+// is written. ok is false when the connection closed while waiting for it.
+func (c *conn) authorize(hdr *protocol.RequestHeader, frame []byte, p *pending) (fwd []byte, held int64, ok bool, err error) {
+	fwd, held, err = c.authorizeRequest(hdr, frame, p)
+	if errors.Is(err, errClosedWaiting) {
+		return nil, 0, false, nil
+	}
+	if err != nil || fwd == nil {
+		// Answered here, refused, or forwarded as it streams: nothing of
+		// a frame read whole is kept.
+		c.p.sh.budget.requests.release(held)
+		held = 0
+	}
+	return fwd, held, true, err
+}
+
+// errClosedWaiting is returned inside authorize when the connection closed
+// while a request waited for memory to be read whole.
+var errClosedWaiting = errors.New("connection closed while waiting for memory")
+
+func (c *conn) authorizeRequest(hdr *protocol.RequestHeader, frame []byte, p *pending) (fwd []byte, held int64, err error) {
 	pol := c.policy()
 	if c.sasl.legacy && hdr.Version == -1 {
 		out, err := c.saslLegacyToken(frame)
 		if err != nil {
-			return nil, err
+			return nil, 0, err
 		}
 		p.local = out
-		return nil, nil
+		return nil, 0, nil
 	}
 	switch hdr.Key {
 	case protocol.ApiVersionsKey:
 		if pol.HasPrincipals() {
 			p.authz = &authzAfter{apiVersions: true}
 		}
-		return nil, nil
+		return nil, 0, nil
 	case keySaslHandshake, keySaslAuthenticate:
 		if hdr.BodyOffset < 0 {
-			return nil, fmt.Errorf("%s v%d is newer than pipemesh supports", protocol.KeyName(hdr.Key), hdr.Version)
+			return nil, 0, fmt.Errorf("%s v%d is newer than pipemesh supports", protocol.KeyName(hdr.Key), hdr.Version)
 		}
-		req, _, err := c.decodeRequest(hdr)
+		req, _, held, err := c.decodeRequest(hdr)
 		if err != nil {
-			return nil, err
+			return nil, held, err
 		}
 		var resp kmsg.Response
 		if r, ok := req.(*kmsg.SASLHandshakeRequest); ok {
@@ -86,66 +106,134 @@ func (c *conn) authorize(hdr *protocol.RequestHeader, frame []byte, p *pending) 
 		}
 		p.local = localFrame(hdr, resp)
 		c.p.m.localAnswers.Inc()
-		return nil, nil
+		return nil, held, nil
 	}
 	if pol.HasPrincipals() && !c.authenticated() {
-		return nil, fmt.Errorf("%s request before SASL authentication; the policy defines principals, so clients must authenticate "+
+		return nil, 0, fmt.Errorf("%s request before SASL authentication; the policy defines principals, so clients must authenticate "+
 			"with SASL PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512 (or a client certificate)", protocol.KeyName(hdr.Key))
 	}
 	if pol.IsSuperUser(c.principal) {
-		return nil, nil
+		return nil, 0, nil
 	}
 	if hdr.BodyOffset < 0 {
-		return nil, fmt.Errorf("%s v%d is newer than pipemesh can authorize", protocol.KeyName(hdr.Key), hdr.Version)
+		return nil, 0, fmt.Errorf("%s v%d is newer than pipemesh can authorize", protocol.KeyName(hdr.Key), hdr.Version)
 	}
-	req, whole, err := c.decodeRequest(hdr)
+	a := authzRun{c: c, pol: pol, key: hdr.Key, principal: c.principal, clientID: c.clientID}
+	if hdr.Key == protocol.ProduceKey && c.cr.Rest() > 0 && a.produceHeadAllowed(hdr, frame) {
+		// Every topic is allowed: the batches stream through to the
+		// broker as they arrive (cut-through), not read whole first.
+		return nil, 0, nil
+	}
+	req, whole, held, err := c.decodeRequest(hdr)
 	if err != nil {
-		return nil, err
+		return nil, held, err
 	}
-	a := authzRun{c: c, pol: pol, key: hdr.Key, principal: c.principal}
 	v := a.check(req)
 	switch {
 	case v.closeErr != nil:
-		return nil, v.closeErr
+		return nil, held, v.closeErr
 	case v.deny:
 		resp := req.ResponseKind()
 		v.fix(resp)
 		p.local = localFrame(hdr, resp)
 		c.p.m.localAnswers.Inc()
-		return nil, nil
+		return nil, held, nil
 	case v.fix != nil:
 		p.authz = &authzAfter{fix: v.fix}
 	}
 	if !v.modified {
-		return whole, nil
+		return whole, held, nil
 	}
 	head := whole[4 : 4+hdr.BodyOffset]
 	out := make([]byte, 4, len(whole))
 	out = append(out, head...)
 	out = req.AppendTo(out)
 	binary.BigEndian.PutUint32(out, uint32(len(out)-4))
-	return out, nil
+	return out, held, nil
 }
 
 // decodeRequest reads the whole request (the head the loop read, and the
-// rest of a large frame), returns it with its size prefix, and decodes it
+// rest of a large frame, with the memory for it taken from the budget
+// first), returns it with its size prefix and the bytes held, and decodes it
 // with kmsg.
-func (c *conn) decodeRequest(hdr *protocol.RequestHeader) (kmsg.Request, []byte, error) {
-	raw := c.cr.Frame()
-	if rest := c.cr.Rest(); rest > 0 {
-		b := bytes.NewBuffer(make([]byte, 0, len(raw)+rest))
-		b.Write(raw)
-		if err := c.cr.CopyRest(b); err != nil {
-			return nil, nil, fmt.Errorf("reading a %s request: %w", protocol.KeyName(hdr.Key), err)
-		}
-		raw = b.Bytes()
+func (c *conn) decodeRequest(hdr *protocol.RequestHeader) (kmsg.Request, []byte, int64, error) {
+	_, held, ok, err := c.readWhole(c.cr.Frame()[4:])
+	if !ok {
+		return nil, nil, 0, errClosedWaiting
 	}
+	if err != nil {
+		return nil, nil, held, fmt.Errorf("reading a %s request: %w", protocol.KeyName(hdr.Key), err)
+	}
+	raw := c.cr.Frame()
 	req := kmsg.RequestForKey(hdr.Key)
 	req.SetVersion(hdr.Version)
 	if err := req.ReadFrom(raw[4+hdr.BodyOffset:]); err != nil {
-		return nil, nil, fmt.Errorf("%w: decoding %s v%d: %w", protocol.ErrMalformed, protocol.KeyName(hdr.Key), hdr.Version, err)
+		return nil, nil, held, fmt.Errorf("%w: decoding %s v%d: %w", protocol.ErrMalformed, protocol.KeyName(hdr.Key), hdr.Version, err)
 	}
-	return req, raw, nil
+	return req, raw, held, nil
+}
+
+// produceHeadAllowed reports whether the head of a Produce request streamed
+// past it names every topic of the request (and its transactional id), and
+// the principal may WRITE all of them. Then nothing needs to be taken out
+// and the request need not be read whole. Decisions are recorded (metric,
+// audit log) only when all are allowed; otherwise the full check that
+// follows records them.
+func (a *authzRun) produceHeadAllowed(hdr *protocol.RequestHeader, frame []byte) bool {
+	if hdr.Version < 3 {
+		return false
+	}
+	body := frame[hdr.BodyOffset:]
+	txn, ok := produceTransactionalID(hdr.Version, body)
+	if !ok {
+		return false
+	}
+	allowed := func(rt policy.ResourceType, name string) bool {
+		return a.pol.Decide(a.principal, policy.OpWrite, rt, name).Allowed()
+	}
+	if txn != nil && !allowed(policy.ResTransactionalID, string(txn)) {
+		return false
+	}
+	var names []string
+	all := protocol.ProduceTopics(hdr.Version, body, func(topic []byte, id [16]byte) {
+		if !ok {
+			return
+		}
+		name := string(topic)
+		if topic == nil {
+			// Produce v13 names topics by id: only the cache is asked
+			// here; a miss takes the full path, which refreshes it.
+			if name, ok = a.c.p.topics.Name(id); !ok {
+				return
+			}
+		}
+		if ok = allowed(policy.ResTopic, name); ok {
+			names = append(names, name)
+		}
+	})
+	if !all || !ok {
+		return false
+	}
+	if txn != nil {
+		a.ok(policy.OpWrite, policy.ResTransactionalID, string(txn))
+	}
+	for _, n := range names {
+		a.ok(policy.OpWrite, policy.ResTopic, n)
+	}
+	return true
+}
+
+// produceTransactionalID reads the transactional id at the start of a
+// Produce request body (v3+): nil when there is none. ok is false when the
+// body is too short to hold it.
+func produceTransactionalID(version int16, body []byte) (id []byte, ok bool) {
+	b := kbin.Reader{Src: body}
+	if version >= 9 {
+		id = b.CompactNullableBytes()
+	} else if n := b.Int16(); n >= 0 {
+		id = b.Span(int(n))
+	}
+	return id, b.Ok()
 }
 
 // localFrame encodes the proxy's own response to the request of hdr, with
@@ -209,14 +297,21 @@ type verdict struct {
 	closeErr error
 }
 
-// authzRun checks one request. It keeps the principal and policy of the
-// moment the request arrived: response fix-ups run on the response
-// goroutine, after a re-authentication or reload may have moved on.
+// authzRun checks one request. It keeps the principal, client id and
+// policy of the moment the request arrived: response fix-ups run on the
+// response goroutine, after a re-authentication, reload or the first named
+// client id (c.clientID, written by the request goroutine) may have moved on.
 type authzRun struct {
 	c         *conn
 	pol       *policy.Policy
 	key       int16
 	principal string
+	clientID  string
+	// refreshed is set once an unknown topic id has cost a metadata
+	// refresh: later unknown ids of the same request are looked up in the
+	// cache only, so a request naming many made-up ids costs the cluster
+	// one Metadata request, not one per id.
+	refreshed bool
 }
 
 // ok decides one operation and records it (metric, audit log).
@@ -224,20 +319,29 @@ func (a *authzRun) ok(op policy.Operation, rt policy.ResourceType, name string) 
 	d := a.pol.Decide(a.principal, op, rt, name)
 	a.c.p.cfg.Policy.Count(d.Result)
 	if d.Result != policy.Allowed || a.c.p.audit.allows {
-		a.c.p.audit.record(a.c, a.principal, a.key, op, rt, name, d)
+		a.c.p.audit.record(a.c, a.principal, a.clientID, a.key, op, rt, name, d)
 	}
 	return d.Allowed()
 }
 
 // topic returns the error code for op on a topic named by name or by id
-// (resolved through the proxy's topic id cache), 0 when allowed.
+// (resolved through the proxy's topic id cache, refreshed at most once per
+// request), 0 when allowed.
 func (a *authzRun) topic(op policy.Operation, name string, id [16]byte) int16 {
 	if name == "" && id != ([16]byte{}) {
-		ctx, cancel := context.WithTimeout(a.c.p.ctx, 5*time.Second)
-		n, err := a.c.p.TopicName(ctx, id)
-		cancel()
-		if err != nil {
-			return errUnknownID
+		n, ok := a.c.p.topics.Name(id)
+		if !ok {
+			if a.refreshed {
+				return errUnknownID
+			}
+			a.refreshed = true
+			ctx, cancel := context.WithTimeout(a.c.p.ctx, 5*time.Second)
+			var err error
+			n, err = a.c.p.TopicName(ctx, id)
+			cancel()
+			if err != nil {
+				return errUnknownID
+			}
 		}
 		name = n
 	}
@@ -414,7 +518,7 @@ func (a *authzRun) check(req kmsg.Request) verdict {
 	}
 	a.c.p.cfg.Policy.Count(d.Result)
 	if d.Result != policy.Allowed {
-		a.c.p.audit.record(a.c, a.principal, a.key, policy.OpAll, policy.ResCluster, policy.ClusterName, d)
+		a.c.p.audit.record(a.c, a.principal, a.clientID, a.key, policy.OpAll, policy.ResCluster, policy.ClusterName, d)
 	}
 	if d.Allowed() {
 		return verdict{}

@@ -273,12 +273,16 @@ func (c *conn) requests() {
 			respond = acks != 0 // the broker sends nothing for acks=0
 		}
 		if c.p.cfg.Policy != nil && p.local == nil {
-			fwd, err := c.authorize(&hdr, frame, &p)
+			fwd, h, ok, err := c.authorize(&hdr, frame, &p)
+			if !ok {
+				return
+			}
 			if err != nil {
 				c.p.log.Warn("kafka connection refused by policy", append(c.attrs(), "principal", c.principal, "err", err.Error())...)
 				c.close(reasonAuthRefused, err)
 				return
 			}
+			held = h // released once the frame is written, or on return
 			if fwd != nil {
 				// Rewritten, or read whole to be decoded: the stages
 				// below see the request as it will be forwarded.
@@ -288,7 +292,10 @@ func (c *conn) requests() {
 		out := raw
 		if p.local == nil {
 			var ok bool
-			if out, held, ok, err = c.shapeRequest(&hdr, raw, frame, &p, respond); err != nil {
+			var h int64
+			out, h, ok, err = c.shapeRequest(&hdr, raw, frame, &p, respond)
+			held += h
+			if err != nil {
 				c.failRead(err, reasonClientClosed, reasonClientProtocol, "client")
 				return
 			} else if !ok {

@@ -33,6 +33,11 @@ type groupRegistry struct {
 	maxKeys int
 }
 
+// maxGroupsPerMember bounds the groups one consumer (memberKey) is
+// remembered in: a client naming ever new group ids must not grow the
+// registry without bound. Past it, new groups of that consumer go unjoined.
+const maxGroupsPerMember = 64
+
 func newGroupRegistry(maxKeys int) *groupRegistry {
 	return &groupRegistry{members: make(map[memberKey]map[string]*membership), maxKeys: maxKeys}
 }
@@ -56,6 +61,9 @@ func (r *groupRegistry) seen(k memberKey, group, memberID string, topics []strin
 	m := gs[group]
 	changed := false
 	if m == nil {
+		if len(gs) >= maxGroupsPerMember {
+			return
+		}
 		m = &membership{topics: make(map[string]bool), memberIDs: make(map[string]bool)}
 		gs[group] = m
 		changed = true

@@ -58,6 +58,12 @@ type identity struct {
 	principal, clientID, software, host string
 }
 
+// maxCachedEdges bounds a connection's edge cache. A client may name any
+// topic (a produce is counted before the broker says whether the topic
+// exists); past this many, the cache is emptied before the next walk, so a
+// connection holds at most this many plus one frame's topics.
+const maxCachedEdges = 1024
+
 // edgeCache is one goroutine's map from topic to edge counters.
 type edgeCache struct {
 	ident  *identity
@@ -266,16 +272,17 @@ func (o *connObs) edge(ec *edgeCache, topic []byte, topicID [16]byte, consume bo
 }
 
 // freshen empties ec if the connection's identity or (for consume edges)
-// the group memberships changed since it was filled. It runs at the start of
-// a walk, never inside one, so the edge a walk is adding to keeps the
-// cache's reference until the walk's counts are in.
+// the group memberships changed since it was filled, or it holds more than
+// maxCachedEdges. It runs at the start of a walk, never inside one, so the
+// edge a walk is adding to keeps the cache's reference until the walk's
+// counts are in.
 func (o *connObs) freshen(ec *edgeCache, consume bool) {
 	id := o.ident.Load()
 	gen := uint64(0)
 	if consume {
 		gen = o.t.groups.gen.Load()
 	}
-	if ec.ident != id || ec.gen != gen {
+	if ec.ident != id || ec.gen != gen || len(ec.byName)+len(ec.byID) > maxCachedEdges {
 		ec.reset(id, gen)
 	}
 }

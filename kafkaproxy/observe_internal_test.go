@@ -1,6 +1,7 @@
 package kafkaproxy
 
 import (
+	"fmt"
 	"testing"
 	"time"
 
@@ -173,4 +174,51 @@ func TestHeartbeatRefreshAllocatesNothing(t *testing.T) {
 	o.observeGroup(heartbeatKey, 4, body, id)
 	require.Equal(t, "billing", o.t.groups.lookup(memberKey{id.principal, id.clientID, id.host}, "any"))
 	assert.Zero(t, testing.AllocsPerRun(100, func() { o.observeGroup(heartbeatKey, 4, body, id) }))
+}
+
+// TestGroupRegistryGroupsPerConsumerBounded: one client naming ever new
+// groups (JoinGroup, OffsetCommit, ConsumerGroupHeartbeat with made-up group
+// ids) holds a bounded number of memberships, not one per name.
+func TestGroupRegistryGroupsPerConsumerBounded(t *testing.T) {
+	r := newGroupRegistry(10)
+	k := memberKey{"User:ANONYMOUS", "noisy", "10.0.0.9"}
+	for i := range 10000 {
+		r.seen(k, fmt.Sprintf("g%d", i), "m", []string{"t"}, time.Now())
+	}
+	r.mu.Lock()
+	n := len(r.members[k])
+	r.mu.Unlock()
+	assert.LessOrEqual(t, n, maxGroupsPerMember)
+	assert.Equal(t, "g0", func() string { // the first memberships still count
+		r.seen(k, "g0", "m", []string{"only-g0"}, time.Now())
+		return r.lookup(k, "only-g0")
+	}())
+}
+
+// TestEdgeCacheBounded: a connection producing to ever new topic names (a
+// raw client can name any; the request is counted before the broker answers)
+// keeps a bounded edge cache, not one entry per name for its lifetime; the
+// counts still reach the edges.
+func TestEdgeCacheBounded(t *testing.T) {
+	o := benchObs(t)
+	batch := recordBatch(1, 10)
+	for i := range 5000 {
+		req := kmsg.NewPtrProduceRequest()
+		req.SetVersion(7)
+		rt := kmsg.NewProduceRequestTopic()
+		rt.Topic = fmt.Sprintf("made-up-%d", i)
+		rp := kmsg.NewProduceRequestTopicPartition()
+		rp.Records = batch
+		rt.Partitions = append(rt.Partitions, rp)
+		req.Topics = append(req.Topics, rt)
+		o.walkProduce(7, req.AppendTo(nil))
+	}
+	assert.LessOrEqual(t, len(o.reqCache.byName)+len(o.reqCache.byID), maxCachedEdges+1)
+	var records int64
+	o.t.mu.Lock()
+	for _, e := range o.t.list {
+		records += e.records.Load()
+	}
+	o.t.mu.Unlock()
+	assert.EqualValues(t, 5000, records, "every record counted, on its edge or the overflow edge")
 }

@@ -55,6 +55,7 @@ func newShaping(cfg *Config, reg prometheus.Registerer) (*shaping, error) {
 	if err != nil {
 		return nil, fmt.Errorf("kafkaproxy: registering metrics: %w", err)
 	}
+	m.setLabelCaps(cfg.Telemetry)
 	lim := cfg.Limits
 	if lim.MemoryBytes == 0 {
 		lim.MemoryBytes = defaultMemoryBytes()

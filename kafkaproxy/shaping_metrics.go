@@ -30,17 +30,27 @@ type shapeMetrics struct {
 	rules             *prometheus.GaugeVec // by kind: compression, quota
 
 	mu     sync.RWMutex
-	topics map[string]*topicCompression
+	topics map[string]*topicSeries // by topic label value (capped)
 	users  map[string]*principalThrottle
+	// Topic names and principals come from clients: their labels are
+	// capped as the observe stage's are (docs/metrics.md, "Label caps").
+	topicCap, principalCap *labelCap
 }
 
-// topicCompression holds one topic's recompression series by source codec.
+// topicSeries is one topic label's recompression series.
+type topicSeries struct {
+	skipped prometheus.Counter
+	ratio   prometheus.Gauge
+	byTo    [protocol.CodecZstd + 1]*topicCompression // by target codec, made on first use
+	mu      sync.Mutex
+	in, out int64 // totals, for the ratio
+}
+
+// topicCompression holds one topic's recompression series to one target
+// codec, by source codec.
 type topicCompression struct {
+	*topicSeries
 	before, after, batches [protocol.CodecZstd + 1]prometheus.Counter
-	skipped                prometheus.Counter
-	ratio                  prometheus.Gauge
-	mu                     sync.Mutex
-	in, out                int64 // totals, for the ratio
 }
 
 type principalThrottle struct {
@@ -100,8 +110,10 @@ func newShapeMetrics(reg prometheus.Registerer) (*shapeMetrics, error) {
 			Name: "pipemesh_kafka_rules",
 			Help: "Compression and quota rules in force, by kind (compression, quota); follows policy file reloads.",
 		}, []string{"kind"}),
-		topics: make(map[string]*topicCompression),
-		users:  make(map[string]*principalThrottle),
+		topics:       make(map[string]*topicSeries),
+		users:        make(map[string]*principalThrottle),
+		topicCap:     newLabelCap(DefaultMaxLabelValues, nil),
+		principalCap: newLabelCap(DefaultMaxLabelValues, nil),
 	}
 	for _, c := range []prometheus.Collector{m.recompBytes, m.recompBatches, m.recompSkipped, m.recompSeconds, m.recompRatio,
 		m.throttleSeconds, m.throttledReplies, m.inflightBytes, m.budgetTotal, m.budgetUsed, m.budgetWaits,
@@ -113,27 +125,47 @@ func newShapeMetrics(reg prometheus.Registerer) (*shapeMetrics, error) {
 	return m, nil
 }
 
-// topic returns the series of one topic recompressed to codec to.
+// setLabelCaps caps the topic and principal labels as the telemetry
+// config caps the observe stage's. Call before traffic flows.
+func (m *shapeMetrics) setLabelCaps(cfg TelemetryConfig) {
+	max := cfg.MaxLabelValues
+	if max <= 0 {
+		max = DefaultMaxLabelValues
+	}
+	m.topicCap = newLabelCap(max, cfg.LabelAllow["topic"])
+	m.principalCap = newLabelCap(max, cfg.LabelAllow["principal"])
+}
+
+// topic returns the series of one topic recompressed to codec to. A topic
+// past the label cap shares the series of "other".
 func (m *shapeMetrics) topic(name []byte, to protocol.Codec) *topicCompression {
 	m.mu.RLock()
-	t := m.topics[string(name)]
+	ts := m.topics[string(name)]
+	var t *topicCompression
+	if ts != nil {
+		t = ts.byTo[to]
+	}
 	m.mu.RUnlock()
 	if t != nil {
 		return t
 	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	if t = m.topics[string(name)]; t != nil {
+	n := m.topicCap.value(string(name))
+	if ts = m.topics[n]; ts == nil {
+		ts = &topicSeries{skipped: m.recompSkipped.WithLabelValues(n), ratio: m.recompRatio.WithLabelValues(n)}
+		m.topics[n] = ts
+	}
+	if t = ts.byTo[to]; t != nil {
 		return t
 	}
-	n := string(name)
-	t = &topicCompression{skipped: m.recompSkipped.WithLabelValues(n), ratio: m.recompRatio.WithLabelValues(n)}
+	t = &topicCompression{topicSeries: ts}
 	for c := protocol.CodecNone; c <= protocol.CodecZstd; c++ {
 		t.before[c] = m.recompBytes.WithLabelValues(n, c.String(), to.String(), "before")
 		t.after[c] = m.recompBytes.WithLabelValues(n, c.String(), to.String(), "after")
 		t.batches[c] = m.recompBatches.WithLabelValues(n, c.String(), to.String())
 	}
-	m.topics[n] = t
+	ts.byTo[to] = t
 	return t
 }
 
@@ -171,10 +203,14 @@ func (m *shapeMetrics) principal(name string) *principalThrottle {
 	if u = m.users[name]; u != nil {
 		return u
 	}
-	u = &principalThrottle{replies: m.throttledReplies.WithLabelValues(name)}
-	for k := range u.seconds {
-		u.seconds[k] = m.throttleSeconds.WithLabelValues(name, quotaKind(k).String())
+	label := m.principalCap.value(name)
+	if u = m.users[label]; u != nil {
+		return u
 	}
-	m.users[name] = u
+	u = &principalThrottle{replies: m.throttledReplies.WithLabelValues(label)}
+	for k := range u.seconds {
+		u.seconds[k] = m.throttleSeconds.WithLabelValues(label, quotaKind(k).String())
+	}
+	m.users[label] = u
 	return u
 }
