@@ -340,6 +340,10 @@ func (p *Proxy) doGet(c *call) error {
 		return err
 	}
 	rt, location, dataset, inner, err := p.resolveTicket(t.GetTicket())
+	if errors.Is(err, errForeignTicket) {
+		p.audit(c, OpRead, "", foreignTicketDenial)
+		return err
+	}
 	if err != nil {
 		return status.Errorf(codes.InvalidArgument, "pipemesh: %v", err)
 	}
@@ -549,6 +553,9 @@ func (p *Proxy) doAction(c *call) error {
 		var err error
 		var datasets []string
 		if rt, renewed, datasets, err = p.unwrapActionTickets(&a); err != nil {
+			if errors.Is(err, errForeignTicket) {
+				p.audit(c, OpRead, "", foreignTicketDenial)
+			}
 			return err
 		}
 		// Renewing or cancelling a ticket is reading its dataset.
@@ -616,6 +623,9 @@ const actionDelete = "delete"
 // It also returns the datasets of the tickets, for authorization.
 func (p *Proxy) unwrapActionTickets(a *flight.Action) (*route, *renewState, []string, error) {
 	bad := func(err error) error {
+		if errors.Is(err, errForeignTicket) {
+			return err
+		}
 		return status.Errorf(codes.InvalidArgument, "pipemesh: %s: %v", a.GetType(), err)
 	}
 	unwrapEp := func(ep *flight.FlightEndpoint) (*route, string, error) {
