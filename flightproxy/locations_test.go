@@ -170,6 +170,28 @@ func TestUpstreamDownHidesAddress(t *testing.T) {
 	assert.False(t, strings.Contains(err.Error(), addr), "error leaks %s: %v", addr, err)
 }
 
+// TestUnnamedUpstreamDownHidesAddress: an upstream configured without a
+// name (flight.upstreams entries may omit it) must not be named by its
+// address in what clients see either.
+func TestUnnamedUpstreamDownHidesAddress(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	addr := ln.Addr().String()
+	require.NoError(t, ln.Close())
+	p, _ := startProxy(t, Config{Upstreams: []Upstream{{Target: "grpc://" + addr}}})
+	c := dial(t, p.Addr())
+	_, err = c.GetFlightInfo(context.Background(), pathDesc("x"))
+	require.Error(t, err)
+	assert.Equal(t, codes.Unavailable, status.Code(err))
+	assert.False(t, strings.Contains(err.Error(), addr), "error leaks %s: %v", addr, err)
+	s, err := c.DoGet(context.Background(), &flight.Ticket{Ticket: []byte("t")})
+	if err == nil {
+		_, err = s.Recv()
+	}
+	require.Error(t, err)
+	assert.False(t, strings.Contains(err.Error(), addr), "DoGet error leaks %s: %v", addr, err)
+}
+
 // TestReadyFollowsUpstreams checks /readyz's view: not ready while the
 // upstream cannot be reached, ready once it can.
 func TestReadyFollowsUpstreams(t *testing.T) {

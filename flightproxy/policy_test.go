@@ -302,7 +302,7 @@ flight_quotas:
 	alice, bob := pp.login(t, "alice", "alice-secret"), pp.login(t, "bob", "bob-secret")
 	// The flood server takes any ticket; under a policy the proxy takes only
 	// its own, so seal one as GetFlightInfo would.
-	ticket := pp.proxy.tickets.wrap(routedTicket{route: ln.Addr().String(), dataset: "x", inner: []byte("x")})
+	ticket := pp.proxy.tickets.wrap(routedTicket{route: "default", dataset: "x", inner: []byte("x")})
 	open := func(ctx context.Context) error {
 		s, err := c.DoGet(ctx, &flight.Ticket{Ticket: ticket})
 		if err != nil {
