@@ -314,3 +314,18 @@ lineage:
 	assert.False(t, s.telemetry.enabled)
 	assert.True(t, s.proxy.Telemetry.Disabled)
 }
+
+// TestServeFlightMetricsLabelCap: the label cap flags reach the Flight
+// proxy too, whose principal and dataset labels come from clients.
+func TestServeFlightMetricsLabelCap(t *testing.T) {
+	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
+	var f serveFlags
+	f.register(fs)
+	require.NoError(t, fs.Parse([]string{"--flight-upstream", "grpc://127.0.0.1:8815",
+		"--metrics-max-label-values", "5", "--metrics-label-allow", "dataset=sales.orders,principal=User:etl"}))
+	s, err := f.resolve(fs)
+	require.NoError(t, err)
+	require.NotNil(t, s.flight)
+	assert.Equal(t, 5, s.flight.MaxLabelValues)
+	assert.Equal(t, map[string][]string{"dataset": {"sales.orders"}, "principal": {"User:etl"}}, s.flight.LabelAllow)
+}
