@@ -381,7 +381,7 @@ func serve(ctx context.Context, s *settings, log *slog.Logger, started func(*kaf
 	}
 	if graph != nil {
 		export := lineage.NewExporter(graph, lineage.ExportConfig{
-			Namespace: s.telemetry.olNamespace, KafkaNamespace: kafkaNamespace(p), FlightNamespace: flightNamespace(fp),
+			Namespace: s.telemetry.olNamespace, KafkaNamespace: kafkaNamespace(p, s.proxy.AdvertiseHost), FlightNamespace: flightNamespace(fp),
 			URL: s.telemetry.olURL, Every: s.telemetry.olEvery, Logger: log,
 		})
 		graph.Register(adm)
