@@ -348,3 +348,43 @@ func TestGraphStatements(t *testing.T) {
 		assert.True(t, strings.HasSuffix(q.Text, "…"))
 	}
 }
+
+// TestGraphSizeCapped: names come from clients (dataset paths, job
+// headers, topics), so the graph stops taking new nodes and edges at its
+// caps rather than growing for the whole retention window; what it has
+// keeps counting, and room freed by retention is taken again.
+func TestGraphSizeCapped(t *testing.T) {
+	c := newClock()
+	g, err := Open(Config{Now: c.Now, MaxEdges: 3, MaxNodes: 5, Retention: time.Hour})
+	require.NoError(t, err)
+	job := NodeRef{Job, "etl"}
+	write := func(ds string) Observation {
+		return Observation{From: job, To: NodeRef{FlightDataset, ds}, Type: Writes, Bytes: 10, Records: 1, At: c.Now()}
+	}
+	g.Observe([]Observation{write("a"), write("b"), write("c"), write("d"), write("e")})
+	v, err := g.Snapshot(Query{})
+	require.NoError(t, err)
+	assert.Equal(t, []string{"flight_dataset:a", "flight_dataset:b", "flight_dataset:c", "job:etl"}, nodeIDs(v))
+	assert.Len(t, v.Edges, 3)
+	assert.Equal(t, int64(2), g.Dropped(), "d and e")
+
+	// Known edges keep counting; a statement on a known node is kept, a
+	// node-only observation past the node cap is not.
+	g.Observe([]Observation{write("a"),
+		{From: job, Statement: Statement{Text: "SELECT 1"}, At: c.Now()},
+		{From: NodeRef{Job, "x"}, Statement: Statement{Text: "SELECT 2"}, At: c.Now()},
+		{From: NodeRef{Job, "y"}, Statement: Statement{Text: "SELECT 3"}, At: c.Now()}})
+	v, err = g.Snapshot(Query{})
+	require.NoError(t, err)
+	assert.Equal(t, int64(20), edgeOf(t, v, "job:etl", "flight_dataset:a").Bytes)
+	assert.Len(t, v.Nodes, 5, "job:x fills the last place, job:y is dropped")
+	assert.Equal(t, int64(3), g.Dropped())
+
+	// Retention frees room.
+	c.Add(2 * time.Hour)
+	g.expire(c.Now())
+	g.Observe([]Observation{write("d")})
+	v, err = g.Snapshot(Query{})
+	require.NoError(t, err)
+	assert.Equal(t, []string{"flight_dataset:d", "job:etl"}, nodeIDs(v))
+}
