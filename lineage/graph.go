@@ -59,6 +59,10 @@ const (
 	// MaxStatementBytes bounds the text of each statement a node keeps;
 	// longer ones are cut (ClipStatement).
 	MaxStatementBytes = 4096
+	// MaxNameBytes bounds a node's name; longer ones are cut (ClipName).
+	// Names come from clients (a Flight path or job header may be many
+	// KiB), and the store's keys hold at most 32 KiB.
+	MaxNameBytes = 1024
 )
 
 // Node is a node of the graph as the API returns it.
@@ -186,6 +190,11 @@ func (g *Graph) Observe(obs []Observation) {
 		o := &obs[i]
 		if o.From.Name == "" || (o.To.Name == "" && o.To != NodeRef{}) {
 			continue
+		}
+		if len(o.From.Name) > MaxNameBytes || len(o.To.Name) > MaxNameBytes {
+			c := *o // the caller's batch stays as it was
+			c.From.Name, c.To.Name = ClipName(c.From.Name), ClipName(c.To.Name)
+			o = &c
 		}
 		if !g.room(o) {
 			g.dropped++
@@ -332,11 +341,17 @@ func addStatement(n *Node, st Statement, at time.Time) {
 
 // ClipStatement cuts a statement's text to at most MaxStatementBytes on a
 // rune boundary, marking the cut with "…", as a node keeps it.
-func ClipStatement(s string) string {
-	if len(s) <= MaxStatementBytes {
+func ClipStatement(s string) string { return clip(s, MaxStatementBytes) }
+
+// ClipName cuts a node name to at most MaxNameBytes the same way, as the
+// graph keeps it.
+func ClipName(s string) string { return clip(s, MaxNameBytes) }
+
+func clip(s string, max int) string {
+	if len(s) <= max {
 		return s
 	}
-	cut := MaxStatementBytes - len("…")
+	cut := max - len("…")
 	for cut > 0 && !utf8.RuneStart(s[cut]) {
 		cut--
 	}

@@ -388,3 +388,31 @@ func TestGraphSizeCapped(t *testing.T) {
 	require.NoError(t, err)
 	assert.Equal(t, []string{"flight_dataset:d", "job:etl"}, nodeIDs(v))
 }
+
+// TestGraphLongNamesPersist: a client-chosen name longer than the store's
+// key limit (bbolt takes keys up to 32 KiB) must not stop the graph from
+// being saved: names are clipped to MaxNameBytes as they come in.
+func TestGraphLongNamesPersist(t *testing.T) {
+	dir := t.TempDir()
+	g, err := Open(Config{DataDir: dir})
+	require.NoError(t, err)
+	long := strings.Repeat("j", 40<<10)
+	g.Observe([]Observation{
+		{From: NodeRef{Job, long}, To: NodeRef{FlightDataset, "trips"}, Type: Writes, Bytes: 1, Records: 1},
+		{From: orders, To: ordersT, Type: Produces, Bytes: 1, Records: 1},
+	})
+	require.NoError(t, g.Persist(), "the graph saves")
+	require.NoError(t, g.Close())
+
+	g, err = Open(Config{DataDir: dir})
+	require.NoError(t, err)
+	defer g.Close()
+	v, err := g.Snapshot(Query{})
+	require.NoError(t, err)
+	require.Len(t, v.Edges, 2, "both edges survive a restart")
+	for _, n := range v.Nodes {
+		assert.LessOrEqual(t, len(n.Name), MaxNameBytes, n.Type)
+		assert.True(t, utf8.ValidString(n.Name))
+	}
+	assert.Contains(t, nodeIDs(v), "job:"+ClipName(long))
+}
