@@ -416,3 +416,50 @@ func TestGraphLongNamesPersist(t *testing.T) {
 	}
 	assert.Contains(t, nodeIDs(v), "job:"+ClipName(long))
 }
+
+// TestGraphSnapshotsWhileObserving encodes snapshots, node details and
+// OpenLineage events while flushes add clients and statements to the same
+// nodes: run with -race, snapshots must share nothing that Observe writes.
+func TestGraphSnapshotsWhileObserving(t *testing.T) {
+	g, err := Open(Config{})
+	require.NoError(t, err)
+	x := NewExporter(g, ExportConfig{KafkaNamespace: "kafka://127.0.0.1:19092"})
+	job, ds := NodeRef{Job, "etl"}, NodeRef{FlightDataset, "trips"}
+	var wg sync.WaitGroup
+	stop := make(chan struct{})
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for i := 0; ; i++ {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			g.Observe([]Observation{
+				{From: job, To: ds, Type: Writes, Bytes: 1, Records: 1,
+					Client:    Client{Principal: fmt.Sprintf("User:u%d", i%40), Host: fmt.Sprintf("10.0.0.%d", i%40)},
+					Statement: Statement{Text: fmt.Sprintf("SELECT %d", i%20)}},
+				{From: orders, To: ordersT, Type: Produces, Bytes: 1, Records: 1, Client: Client{ClientID: fmt.Sprintf("c%d", i%40)}},
+			})
+		}
+	}()
+	for range 200 {
+		v, err := g.Snapshot(Query{})
+		require.NoError(t, err)
+		_, err = json.Marshal(v)
+		require.NoError(t, err)
+		if len(v.Nodes) > 0 {
+			d, err := g.Node("job:etl")
+			require.NoError(t, err)
+			_, err = json.Marshal(d)
+			require.NoError(t, err)
+			evs, err := x.Events(Query{})
+			require.NoError(t, err)
+			_, err = json.Marshal(evs)
+			require.NoError(t, err)
+		}
+	}
+	close(stop)
+	wg.Wait()
+}
