@@ -27,7 +27,7 @@ func BenchmarkCountFrame(b *testing.B) {
 	raw, err := proto.Marshal(msgs[1])
 	require.NoError(b, err)
 	f := &frame{data: split(raw, 16<<10)}
-	m, err := newMetrics(prometheus.NewRegistry())
+	m, err := newMetrics(prometheus.NewRegistry(), DefaultMaxLabelValues, nil)
 	require.NoError(b, err)
 	e := m.edge(&call{principal: "User:bench", job: "job", method: "DoGet"}, "bench", Read)
 	b.SetBytes(int64(len(raw)))

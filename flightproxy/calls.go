@@ -111,9 +111,11 @@ func (p *Proxy) begin(c *call) error {
 func (c *call) fullMethod() string { return "/" + flightService + "/" + c.method }
 
 // upstreamErr hides errors of the connection to an upstream, whose text
-// names the upstream's address, behind the route's name. Errors the
-// upstream itself returned pass as they are: code, message and details.
-func (c *call) upstreamErr(rt *route, err error) error {
+// names the upstream's address or host name, behind the route's name.
+// Errors the upstream itself returned pass as they are: code, message and
+// details. locations are other upstream addresses the call may have dialled
+// (a ticket's), whose hosts must not show either.
+func (c *call) upstreamErr(rt *route, err error, locations ...string) error {
 	if err == nil {
 		return nil
 	}
@@ -122,11 +124,34 @@ func (c *call) upstreamErr(rt *route, err error) error {
 		return err
 	}
 	if msg := st.Message(); !strings.Contains(msg, "connection") && !strings.Contains(msg, "transport") &&
-		!strings.Contains(msg, "dial") && !strings.Contains(msg, rt.target) {
+		!strings.Contains(msg, "dial") && !strings.Contains(msg, "resolver") && !mentionsHost(msg, rt.target, locations) {
 		return err // the upstream's own Unavailable (overloaded, draining)
 	}
 	c.p.log.Warn("upstream unavailable", "route", rt.Name, "method", c.method, "error", err)
 	return status.Errorf(codes.Unavailable, "pipemesh: upstream %q unavailable; see the proxy log", rt.Name)
+}
+
+// mentionsHost tells whether msg names the host of target or of one of the
+// locations (a DNS error names the host without its port).
+func mentionsHost(msg, target string, locations []string) bool {
+	hosts := []string{target}
+	for _, l := range locations {
+		if t, _, err := dialTarget(l); err == nil {
+			hosts = append(hosts, t)
+		}
+	}
+	for _, h := range hosts {
+		if h == "" {
+			continue
+		}
+		if strings.Contains(msg, h) {
+			return true
+		}
+		if host, _, err := net.SplitHostPort(h); err == nil && host != "" && strings.Contains(msg, host) {
+			return true
+		}
+	}
+	return false
 }
 
 // sendHeader forwards upstream response headers, once.
@@ -340,6 +365,10 @@ func (p *Proxy) doGet(c *call) error {
 		return err
 	}
 	rt, location, dataset, inner, err := p.resolveTicket(t.GetTicket())
+	if errors.Is(err, errForeignTicket) {
+		p.audit(c, OpRead, "", foreignTicketDenial)
+		return err
+	}
 	if err != nil {
 		return status.Errorf(codes.InvalidArgument, "pipemesh: %v", err)
 	}
@@ -358,17 +387,17 @@ func (p *Proxy) doGet(c *call) error {
 	}
 	cs, err := conn.NewStream(c.ctx, serverStreamDesc, c.fullMethod())
 	if err != nil {
-		return c.upstreamErr(rt, err)
+		return c.upstreamErr(rt, err, location)
 	}
 	if err := cs.SendMsg(&flight.Ticket{Ticket: inner}); err != nil && !errors.Is(err, io.EOF) {
-		return c.upstreamErr(rt, err)
+		return c.upstreamErr(rt, err, location)
 	}
 	_ = cs.CloseSend()
 	e := p.metrics.edge(c, dataset, Read)
 	if comp := p.compressionFor(dataset); comp != Passthrough {
-		err = c.upstreamErr(rt, c.recompress(cs, comp, e, rate))
+		err = c.upstreamErr(rt, c.recompress(cs, comp, e, rate), location)
 	} else {
-		err = c.upstreamErr(rt, c.relayDown(cs, e.count, rate))
+		err = c.upstreamErr(rt, c.relayDown(cs, e.count, rate), location)
 	}
 	p.report(e, status.Code(err))
 	return err
@@ -549,6 +578,9 @@ func (p *Proxy) doAction(c *call) error {
 		var err error
 		var datasets []string
 		if rt, renewed, datasets, err = p.unwrapActionTickets(&a); err != nil {
+			if errors.Is(err, errForeignTicket) {
+				p.audit(c, OpRead, "", foreignTicketDenial)
+			}
 			return err
 		}
 		// Renewing or cancelling a ticket is reading its dataset.
@@ -616,6 +648,9 @@ const actionDelete = "delete"
 // It also returns the datasets of the tickets, for authorization.
 func (p *Proxy) unwrapActionTickets(a *flight.Action) (*route, *renewState, []string, error) {
 	bad := func(err error) error {
+		if errors.Is(err, errForeignTicket) {
+			return err
+		}
 		return status.Errorf(codes.InvalidArgument, "pipemesh: %s: %v", a.GetType(), err)
 	}
 	unwrapEp := func(ep *flight.FlightEndpoint) (*route, string, error) {

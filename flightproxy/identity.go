@@ -82,11 +82,24 @@ func (p *Proxy) identify(ctx context.Context, md metadata.MD, method string) (st
 		return Anonymous, nil, nil
 	}
 	consumed := []string{"authorization", tokenHeader}
+	// A verified client certificate names the principal when no valid
+	// token does. A token that does not verify falls back to it: a
+	// certificate's principal is no policy principal, so the token the
+	// proxy gave it at Handshake fails Known.
+	cert := ""
+	if pr, ok := peer.FromContext(ctx); ok {
+		if ti, ok := pr.AuthInfo.(credentials.TLSInfo); ok && len(ti.State.VerifiedChains) > 0 {
+			cert = "User:" + ti.State.VerifiedChains[0][0].Subject.CommonName
+		}
+	}
 	// Flight's older token handshake (arrow's ClientAuthHandler) sends the
 	// token it got back under auth-token-bin.
 	for _, v := range md.Get(tokenHeader) {
 		if name, ok := p.verifyToken(v); ok {
 			return "User:" + name, consumed, nil
+		}
+		if cert != "" {
+			return cert, consumed, nil
 		}
 		return "", nil, status.Error(codes.Unauthenticated, "pipemesh: the auth-token-bin token is not valid or has expired; call Handshake again")
 	}
@@ -97,6 +110,9 @@ func (p *Proxy) identify(ctx context.Context, md metadata.MD, method string) (st
 			if name, ok := p.verifyToken(strings.TrimSpace(cred)); ok {
 				return "User:" + name, consumed, nil
 			}
+			if cert != "" {
+				return cert, consumed, nil
+			}
 			return "", nil, status.Error(codes.Unauthenticated, "pipemesh: the bearer token is not valid or has expired; call Handshake again")
 		case "basic":
 			user, err := p.verifyBasic(ctx, strings.TrimSpace(cred))
@@ -106,10 +122,8 @@ func (p *Proxy) identify(ctx context.Context, md metadata.MD, method string) (st
 			return "User:" + user, consumed, nil
 		}
 	}
-	if pr, ok := peer.FromContext(ctx); ok {
-		if ti, ok := pr.AuthInfo.(credentials.TLSInfo); ok && len(ti.State.VerifiedChains) > 0 {
-			return "User:" + ti.State.VerifiedChains[0][0].Subject.CommonName, consumed, nil
-		}
+	if cert != "" {
+		return cert, consumed, nil
 	}
 	if method == "Handshake" || id.allowAnonymous() {
 		return Anonymous, consumed, nil

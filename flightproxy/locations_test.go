@@ -3,6 +3,7 @@ package flightproxy
 import (
 	"context"
 	"io"
+	"log/slog"
 	"net"
 	"strings"
 	"testing"
@@ -170,6 +171,28 @@ func TestUpstreamDownHidesAddress(t *testing.T) {
 	assert.False(t, strings.Contains(err.Error(), addr), "error leaks %s: %v", addr, err)
 }
 
+// TestUnnamedUpstreamDownHidesAddress: an upstream configured without a
+// name (flight.upstreams entries may omit it) must not be named by its
+// address in what clients see either.
+func TestUnnamedUpstreamDownHidesAddress(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	addr := ln.Addr().String()
+	require.NoError(t, ln.Close())
+	p, _ := startProxy(t, Config{Upstreams: []Upstream{{Target: "grpc://" + addr}}})
+	c := dial(t, p.Addr())
+	_, err = c.GetFlightInfo(context.Background(), pathDesc("x"))
+	require.Error(t, err)
+	assert.Equal(t, codes.Unavailable, status.Code(err))
+	assert.False(t, strings.Contains(err.Error(), addr), "error leaks %s: %v", addr, err)
+	s, err := c.DoGet(context.Background(), &flight.Ticket{Ticket: []byte("t")})
+	if err == nil {
+		_, err = s.Recv()
+	}
+	require.Error(t, err)
+	assert.False(t, strings.Contains(err.Error(), addr), "DoGet error leaks %s: %v", addr, err)
+}
+
 // TestReadyFollowsUpstreams checks /readyz's view: not ready while the
 // upstream cannot be reached, ready once it can.
 func TestReadyFollowsUpstreams(t *testing.T) {
@@ -220,4 +243,25 @@ func TestUpstreamsOwnUnavailablePasses(t *testing.T) {
 	_, err = dial(t, p.Addr()).GetFlightInfo(context.Background(), pathDesc("x"))
 	assert.Equal(t, codes.Unavailable, status.Code(err))
 	assert.Equal(t, "draining, try the next replica", status.Convert(err).Message())
+}
+
+// TestUpstreamResolverErrorHidesHost: when an upstream's name does not
+// resolve, grpc-go's error (pickfirst's "name resolver error: " around the
+// DNS resolver's, formats taken from grpc-go 1.85) names the host in a
+// "lookup" without the port; it must reach the client as the route's name.
+func TestUpstreamResolverErrorHidesHost(t *testing.T) {
+	c := &call{p: &Proxy{log: slog.New(slog.DiscardHandler)}, method: "GetFlightInfo"}
+	rt := &route{Upstream: Upstream{Name: "lake", Target: "grpc://dremio.data.svc:32010"}, target: "dremio.data.svc:32010"}
+	for _, msg := range []string{
+		"name resolver error: dns: A record lookup error: lookup dremio.data.svc on 10.0.0.2:53: no such host",
+		"last connection error: connection refused; last resolver error: dns: A record lookup error: lookup dremio.data.svc: i/o timeout",
+		"name resolver error: produced zero addresses",
+	} {
+		err := c.upstreamErr(rt, status.Error(codes.Unavailable, msg))
+		assert.Equal(t, codes.Unavailable, status.Code(err))
+		assert.NotContains(t, err.Error(), "dremio", msg)
+		assert.Contains(t, err.Error(), `"lake"`, msg)
+	}
+	own := status.Error(codes.Unavailable, "draining, try the next replica")
+	assert.Equal(t, own, c.upstreamErr(rt, own), "the upstream's own Unavailable passes")
 }

@@ -1,6 +1,7 @@
 package flightproxy
 
 import (
+	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -81,8 +82,54 @@ type Observer interface {
 	ObserveQuery(QueryObservation)
 }
 
+// DefaultMaxLabelValues is Config.MaxLabelValues' default, the Kafka
+// metrics' default cap.
+const DefaultMaxLabelValues = 100
+
+// otherLabel is what label values past the cap read.
+const otherLabel = "other"
+
+// labelCap bounds one label's values: allow-listed values always pass, the
+// first max others get their own series, the rest read "other". First come
+// rather than by volume: moving a series into "other" later would make
+// both counters jump. Safe for concurrent use; it runs once per stream.
+type labelCap struct {
+	max      int
+	allow    map[string]bool
+	mu       sync.Mutex
+	admitted map[string]bool
+}
+
+func newLabelCap(max int, allow []string) *labelCap {
+	c := &labelCap{max: max, allow: map[string]bool{}, admitted: map[string]bool{}}
+	for _, v := range allow {
+		c.allow[v] = true
+	}
+	return c
+}
+
+func (c *labelCap) value(v string) string {
+	if c.allow[v] {
+		return v
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.admitted[v] {
+		return v
+	}
+	if len(c.admitted) < c.max {
+		c.admitted[v] = true
+		return v
+	}
+	return otherLabel
+}
+
 // metrics are the proxy's Prometheus instruments.
 type metrics struct {
+	// principals and datasets cap the label values of bytes, batches and
+	// rows: both come from clients.
+	principals, datasets *labelCap
+
 	bytes   *prometheus.CounterVec
 	batches *prometheus.CounterVec
 	rows    *prometheus.CounterVec
@@ -92,9 +139,11 @@ type metrics struct {
 	authFailures prometheus.Counter
 }
 
-func newMetrics(reg prometheus.Registerer) (*metrics, error) {
+func newMetrics(reg prometheus.Registerer, maxLabelValues int, allow map[string][]string) (*metrics, error) {
 	labels := []string{"principal", "dataset", "direction"}
 	m := &metrics{
+		principals: newLabelCap(maxLabelValues, allow["principal"]),
+		datasets:   newLabelCap(maxLabelValues, allow["dataset"]),
 		bytes: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "pipemesh_flight_bytes_total",
 			Help: "FlightData bytes (IPC header and body) through the Flight proxy, by principal, dataset and direction (read: to the client).",
@@ -151,6 +200,7 @@ func (m *metrics) edge(c *call, dataset string, dir Direction) *edge {
 	if ds == "" {
 		ds = "(unknown)"
 	}
+	ds, principal := m.datasets.value(ds), m.principals.value(c.principal)
 	now := time.Now()
 	var observer Observer
 	every := DefaultProgressEvery
@@ -163,9 +213,9 @@ func (m *metrics) edge(c *call, dataset string, dir Direction) *edge {
 		observer:   observer,
 		every:      every,
 		lastReport: now,
-		bytes:      m.bytes.WithLabelValues(c.principal, ds, string(dir)),
-		batches:    m.batches.WithLabelValues(c.principal, ds, string(dir)),
-		rows:       m.rows.WithLabelValues(c.principal, ds, string(dir)),
+		bytes:      m.bytes.WithLabelValues(principal, ds, string(dir)),
+		batches:    m.batches.WithLabelValues(principal, ds, string(dir)),
+		rows:       m.rows.WithLabelValues(principal, ds, string(dir)),
 	}
 }
 

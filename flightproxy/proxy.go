@@ -91,6 +91,15 @@ type Config struct {
 	// the Observer while it runs, so lineage rates follow a long DoGet or
 	// DoPut instead of jumping when it ends. Default DefaultProgressEvery.
 	ProgressEvery time.Duration
+	// MaxLabelValues caps the distinct values each of the principal and
+	// dataset labels of the pipemesh_flight_* metrics takes (both come
+	// from clients); later values read "other", first come first kept, as
+	// on the Kafka metrics. Lineage is not capped this way. Default
+	// DefaultMaxLabelValues.
+	MaxLabelValues int
+	// LabelAllow lists, per label ("principal", "dataset"), values that
+	// always keep their own series, past the cap.
+	LabelAllow map[string][]string
 	// Logger receives logs. Default slog.Default().
 	Logger *slog.Logger
 	// Registerer receives the pipemesh_flight_* metrics. Default: a private
@@ -113,6 +122,9 @@ func (c *Config) setDefaults() error {
 	}
 	if c.ProgressEvery <= 0 {
 		c.ProgressEvery = DefaultProgressEvery
+	}
+	if c.MaxLabelValues <= 0 {
+		c.MaxLabelValues = DefaultMaxLabelValues
 	}
 	if len(c.TicketKey) == 0 {
 		c.TicketKey = make([]byte, 32)
@@ -154,7 +166,7 @@ func New(cfg Config) (*Proxy, error) {
 	if err := cfg.setDefaults(); err != nil {
 		return nil, err
 	}
-	m, err := newMetrics(cfg.Registerer)
+	m, err := newMetrics(cfg.Registerer, cfg.MaxLabelValues, cfg.LabelAllow)
 	if err != nil {
 		return nil, fmt.Errorf("flightproxy: metrics: %w", err)
 	}

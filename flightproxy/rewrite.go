@@ -3,6 +3,9 @@ package flightproxy
 import (
 	"strings"
 
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
 	"github.com/apache/arrow-go/v18/arrow/flight"
 	"google.golang.org/protobuf/proto"
 )
@@ -64,10 +67,16 @@ func (p *Proxy) rewriteEndpoint(ep *flight.FlightEndpoint, rt *route, dataset st
 // resolveTicket finds where a ticket goes. Tickets the proxy issued go to
 // the route (and location) inside them, with the upstream's own ticket; any
 // other ticket goes unchanged to the default route, for a dataset the proxy
-// cannot name.
+// cannot name, but only while no authorizer is in force: the proxy cannot
+// check a dataset it cannot name, and an upstream's ticket format may be
+// easy to write by hand (the built-in service's is JSON), so passing it
+// would let a caller read what the policy denies him.
 func (p *Proxy) resolveTicket(b []byte) (rt *route, location, dataset string, inner []byte, err error) {
 	t, err := p.tickets.unwrap(b)
 	if err == errNotOurs {
+		if _, open := p.cfg.Authorizer.(AllowAll); !open {
+			return nil, "", "", nil, errForeignTicket
+		}
 		return p.router.defaultRoute(), "", "", b, nil
 	}
 	if err != nil {
@@ -79,6 +88,13 @@ func (p *Proxy) resolveTicket(b []byte) (rt *route, location, dataset string, in
 	}
 	return rt, t.location, t.dataset, t.inner, nil
 }
+
+// errForeignTicket refuses a ticket the proxy did not issue under a policy.
+var errForeignTicket = status.Error(codes.PermissionDenied,
+	"pipemesh: the policy cannot check a ticket this proxy did not issue (it names no dataset); get tickets from GetFlightInfo through the proxy")
+
+// foreignTicketDenial is how the audit log records errForeignTicket.
+var foreignTicketDenial = Decision{Rule: "a ticket this proxy did not issue, under a policy", Reason: "foreign_ticket"}
 
 type errUnknownRoute string
 

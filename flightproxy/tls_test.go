@@ -21,6 +21,7 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 )
 
@@ -97,4 +98,42 @@ func TestMutualTLSIdentity(t *testing.T) {
 	mu.Lock()
 	defer mu.Unlock()
 	assert.Contains(t, seen, "User:intruder")
+}
+
+// TestMutualTLSHandshakeUnderPolicy: a client identified by its
+// certificate that calls Handshake anyway (as some Flight clients do on
+// connect) gets a bearer token back and sends it on its next calls; under a
+// policy with password principals, the certificate's principal is not one
+// of them, and the call must still go through as that principal.
+func TestMutualTLSHandshakeUnderPolicy(t *testing.T) {
+	ca := newTestCA(t)
+	text := `principals:
+  - {name: alice, password: alice-secret}
+acls:
+  - {principal: "User:etl-job", operation: ALL, resource: flight_dataset, name: "*", permission: allow}
+`
+	pp := startPolicyProxy(t, text, Config{
+		TLS: &tls.Config{Certificates: []tls.Certificate{ca.issue(t, "proxy", x509.ExtKeyUsageServerAuth)},
+			ClientAuth: tls.RequireAndVerifyClientCert, ClientCAs: ca.pool, MinVersion: tls.VersionTLS12},
+		Identity: &Identity{},
+	})
+	creds := credentials.NewTLS(&tls.Config{RootCAs: ca.pool, Certificates: []tls.Certificate{ca.issue(t, "etl-job", x509.ExtKeyUsageClientAuth)}, MinVersion: tls.VersionTLS12})
+	c, err := flight.NewClientWithMiddleware(pp.proxy.Addr(), nil, nil, grpc.WithTransportCredentials(creds))
+	require.NoError(t, err)
+	defer c.Close()
+	ctx := context.Background()
+	require.NoError(t, putDatasetCtx(ctx, c, []string{"t"}, 1, 10), "the certificate alone")
+
+	hs, err := c.Handshake(ctx)
+	require.NoError(t, err)
+	require.NoError(t, hs.Send(&flight.HandshakeRequest{}))
+	require.NoError(t, hs.CloseSend())
+	hdr, err := hs.Header()
+	require.NoError(t, err)
+	tok := hdr.Get("authorization")
+	require.Len(t, tok, 1, "the proxy answers the handshake with a token")
+	_, _ = hs.Recv()
+
+	_, err = c.GetFlightInfo(metadata.AppendToOutgoingContext(ctx, "authorization", tok[0]), pathDesc("t"))
+	require.NoError(t, err, "the certificate's principal with the token it was given")
 }

@@ -16,7 +16,9 @@ import (
 
 // Upstream is one Flight service behind the proxy.
 type Upstream struct {
-	// Name identifies the route in tickets and logs. Default: Target.
+	// Name identifies the route in tickets, logs and the errors clients
+	// see. Default: "default" for the route without PathPrefix, else the
+	// PathPrefix (never Target, which clients must not learn).
 	Name string
 	// Target is the service's Flight location: grpc://host:port,
 	// grpc+tcp://host:port, grpc+tls://host:port, grpc+unix:///path, or a
@@ -99,16 +101,27 @@ func newRouter(ups []Upstream, dialOpts []grpc.DialOption) (*router, error) {
 	if len(ups) == 0 {
 		return nil, fmt.Errorf("flightproxy: no upstream Flight service; set --flight-upstream grpc://HOST:PORT")
 	}
-	r := &router{byName: map[string]*route{}, dialOpts: dialOpts, extra: map[string]*grpc.ClientConn{}}
 	defaults := 0
 	for _, u := range ups {
-		if u.Name == "" {
-			u.Name = u.Target
-		}
-		rt := &route{Upstream: u, prefix: strings.Trim(u.PathPrefix, "/")}
-		if rt.prefix == "" {
+		if strings.Trim(u.PathPrefix, "/") == "" {
 			defaults++
 		}
+	}
+	if defaults != 1 {
+		return nil, fmt.Errorf("flightproxy: %d upstreams without a path prefix; exactly one must be the default route", defaults)
+	}
+	r := &router{byName: map[string]*route{}, dialOpts: dialOpts, extra: map[string]*grpc.ClientConn{}}
+	for _, u := range ups {
+		rt := &route{Upstream: u, prefix: strings.Trim(u.PathPrefix, "/")}
+		if rt.Name == "" {
+			// Not the target: the name reaches clients in errors, and
+			// upstream addresses must not.
+			rt.Name = "default"
+			if rt.prefix != "" {
+				rt.Name = rt.prefix
+			}
+		}
+		u.Name = rt.Name
 		if _, dup := r.byName[u.Name]; dup {
 			r.close()
 			return nil, fmt.Errorf("flightproxy: two upstreams named %q; give each a distinct name", u.Name)
@@ -121,10 +134,6 @@ func newRouter(ups []Upstream, dialOpts []grpc.DialOption) (*router, error) {
 		rt.conn, rt.target = conn, target
 		r.byName[u.Name] = rt
 		r.routes = append(r.routes, rt)
-	}
-	if defaults != 1 {
-		r.close()
-		return nil, fmt.Errorf("flightproxy: %d upstreams without a path prefix; exactly one must be the default route", defaults)
 	}
 	sort.SliceStable(r.routes, func(i, j int) bool { return len(r.routes[i].prefix) > len(r.routes[j].prefix) })
 	return r, nil

@@ -26,6 +26,13 @@ type Config struct {
 	// PersistEvery is how often changes are written to the file and
 	// retention is applied. Default 5s.
 	PersistEvery time.Duration
+	// MaxNodes and MaxEdges cap the graph: names come from clients, so a
+	// client inventing topics, datasets or job names could otherwise grow
+	// it for the whole retention window. At a cap, observations that would
+	// add a node or an edge are dropped (counted, logged); what the graph
+	// has keeps counting. Defaults DefaultMaxNodes and DefaultMaxEdges.
+	MaxNodes int
+	MaxEdges int
 	// Logger receives store errors. Default slog.Default().
 	Logger *slog.Logger
 	// Now is the clock; tests replace it. Default time.Now.
@@ -37,6 +44,10 @@ const (
 	DefaultRetention    = 7 * 24 * time.Hour
 	DefaultRateWindow   = 30 * time.Second
 	DefaultPersistEvery = 5 * time.Second
+	// An edge holds up to maxSamples rate samples (about 3 KiB at most),
+	// so the default caps keep the graph within a few hundred MiB.
+	DefaultMaxNodes = 50_000
+	DefaultMaxEdges = 50_000
 	// maxAttrValues bounds each node's list of principals, client ids,
 	// software and hosts, so a node's size stays bounded.
 	maxAttrValues = 32
@@ -48,6 +59,10 @@ const (
 	// MaxStatementBytes bounds the text of each statement a node keeps;
 	// longer ones are cut (ClipStatement).
 	MaxStatementBytes = 4096
+	// MaxNameBytes bounds a node's name; longer ones are cut (ClipName).
+	// Names come from clients (a Flight path or job header may be many
+	// KiB), and the store's keys hold at most 32 KiB.
+	MaxNameBytes = 1024
 )
 
 // Node is a node of the graph as the API returns it.
@@ -116,6 +131,9 @@ type Graph struct {
 	dirtyEdges map[edgeID]bool
 	goneNodes  map[string]bool
 	goneEdges  map[edgeID]bool
+	// dropped counts observations refused at the size caps; logged is
+	// what Run last reported.
+	dropped, logged int64
 }
 
 var _ Observer = (*Graph)(nil)
@@ -136,6 +154,12 @@ func Open(cfg Config) (*Graph, error) {
 	}
 	if cfg.Now == nil {
 		cfg.Now = time.Now
+	}
+	if cfg.MaxNodes <= 0 {
+		cfg.MaxNodes = DefaultMaxNodes
+	}
+	if cfg.MaxEdges <= 0 {
+		cfg.MaxEdges = DefaultMaxEdges
 	}
 	g := &Graph{
 		cfg: cfg, log: cfg.Logger.With("component", "lineage"),
@@ -165,6 +189,15 @@ func (g *Graph) Observe(obs []Observation) {
 	for i := range obs {
 		o := &obs[i]
 		if o.From.Name == "" || (o.To.Name == "" && o.To != NodeRef{}) {
+			continue
+		}
+		if len(o.From.Name) > MaxNameBytes || len(o.To.Name) > MaxNameBytes {
+			c := *o // the caller's batch stays as it was
+			c.From.Name, c.To.Name = ClipName(c.From.Name), ClipName(c.To.Name)
+			o = &c
+		}
+		if !g.room(o) {
+			g.dropped++
 			continue
 		}
 		at := o.At
@@ -207,6 +240,34 @@ func (g *Graph) Observe(obs []Observation) {
 		e.samples = append(e.samples, sample{at, o.Bytes, o.Records})
 		g.dirtyEdges[id] = true
 	}
+}
+
+// room reports whether the nodes and the edge o would add fit under the
+// caps. Called with g.mu held.
+func (g *Graph) room(o *Observation) bool {
+	fromID := o.From.ID()
+	newNodes := 0
+	if g.nodes[fromID] == nil {
+		newNodes++
+	}
+	if o.To != (NodeRef{}) {
+		toID := o.To.ID()
+		if g.nodes[toID] == nil && toID != fromID {
+			newNodes++
+		}
+		if g.edges[edgeID{fromID, toID, o.Type}] == nil && len(g.edges) >= g.cfg.MaxEdges {
+			return false
+		}
+	}
+	return len(g.nodes)+newNodes <= g.cfg.MaxNodes
+}
+
+// Dropped is how many observations the graph refused at its size caps
+// since it was opened.
+func (g *Graph) Dropped() int64 {
+	g.mu.RLock()
+	defer g.mu.RUnlock()
+	return g.dropped
 }
 
 func (g *Graph) touchNode(ref NodeRef, at time.Time) *Node {
@@ -280,11 +341,17 @@ func addStatement(n *Node, st Statement, at time.Time) {
 
 // ClipStatement cuts a statement's text to at most MaxStatementBytes on a
 // rune boundary, marking the cut with "…", as a node keeps it.
-func ClipStatement(s string) string {
-	if len(s) <= MaxStatementBytes {
+func ClipStatement(s string) string { return clip(s, MaxStatementBytes) }
+
+// ClipName cuts a node name to at most MaxNameBytes the same way, as the
+// graph keeps it.
+func ClipName(s string) string { return clip(s, MaxNameBytes) }
+
+func clip(s string, max int) string {
+	if len(s) <= max {
 		return s
 	}
-	cut := MaxStatementBytes - len("…")
+	cut := max - len("…")
 	for cut > 0 && !utf8.RuneStart(s[cut]) {
 		cut--
 	}
@@ -445,6 +512,14 @@ func (g *Graph) Run(ctx context.Context) {
 		case <-ctx.Done():
 			return
 		case <-t.C:
+			g.mu.Lock()
+			dropped := g.dropped - g.logged
+			g.logged = g.dropped
+			g.mu.Unlock()
+			if dropped > 0 {
+				g.log.Warn("lineage graph full: observations of new nodes and edges dropped; they are missing from the graph until retention frees room",
+					"dropped", dropped, "max_nodes", g.cfg.MaxNodes, "max_edges", g.cfg.MaxEdges, "retention", g.cfg.Retention)
+			}
 			g.expire(g.cfg.Now())
 			if err := g.Persist(); err != nil {
 				g.log.Error("saving the lineage graph failed; will retry", "dir", g.cfg.DataDir, "err", err)

@@ -348,3 +348,118 @@ func TestGraphStatements(t *testing.T) {
 		assert.True(t, strings.HasSuffix(q.Text, "…"))
 	}
 }
+
+// TestGraphSizeCapped: names come from clients (dataset paths, job
+// headers, topics), so the graph stops taking new nodes and edges at its
+// caps rather than growing for the whole retention window; what it has
+// keeps counting, and room freed by retention is taken again.
+func TestGraphSizeCapped(t *testing.T) {
+	c := newClock()
+	g, err := Open(Config{Now: c.Now, MaxEdges: 3, MaxNodes: 5, Retention: time.Hour})
+	require.NoError(t, err)
+	job := NodeRef{Job, "etl"}
+	write := func(ds string) Observation {
+		return Observation{From: job, To: NodeRef{FlightDataset, ds}, Type: Writes, Bytes: 10, Records: 1, At: c.Now()}
+	}
+	g.Observe([]Observation{write("a"), write("b"), write("c"), write("d"), write("e")})
+	v, err := g.Snapshot(Query{})
+	require.NoError(t, err)
+	assert.Equal(t, []string{"flight_dataset:a", "flight_dataset:b", "flight_dataset:c", "job:etl"}, nodeIDs(v))
+	assert.Len(t, v.Edges, 3)
+	assert.Equal(t, int64(2), g.Dropped(), "d and e")
+
+	// Known edges keep counting; a statement on a known node is kept, a
+	// node-only observation past the node cap is not.
+	g.Observe([]Observation{write("a"),
+		{From: job, Statement: Statement{Text: "SELECT 1"}, At: c.Now()},
+		{From: NodeRef{Job, "x"}, Statement: Statement{Text: "SELECT 2"}, At: c.Now()},
+		{From: NodeRef{Job, "y"}, Statement: Statement{Text: "SELECT 3"}, At: c.Now()}})
+	v, err = g.Snapshot(Query{})
+	require.NoError(t, err)
+	assert.Equal(t, int64(20), edgeOf(t, v, "job:etl", "flight_dataset:a").Bytes)
+	assert.Len(t, v.Nodes, 5, "job:x fills the last place, job:y is dropped")
+	assert.Equal(t, int64(3), g.Dropped())
+
+	// Retention frees room.
+	c.Add(2 * time.Hour)
+	g.expire(c.Now())
+	g.Observe([]Observation{write("d")})
+	v, err = g.Snapshot(Query{})
+	require.NoError(t, err)
+	assert.Equal(t, []string{"flight_dataset:d", "job:etl"}, nodeIDs(v))
+}
+
+// TestGraphLongNamesPersist: a client-chosen name longer than the store's
+// key limit (bbolt takes keys up to 32 KiB) must not stop the graph from
+// being saved: names are clipped to MaxNameBytes as they come in.
+func TestGraphLongNamesPersist(t *testing.T) {
+	dir := t.TempDir()
+	g, err := Open(Config{DataDir: dir})
+	require.NoError(t, err)
+	long := strings.Repeat("j", 40<<10)
+	g.Observe([]Observation{
+		{From: NodeRef{Job, long}, To: NodeRef{FlightDataset, "trips"}, Type: Writes, Bytes: 1, Records: 1},
+		{From: orders, To: ordersT, Type: Produces, Bytes: 1, Records: 1},
+	})
+	require.NoError(t, g.Persist(), "the graph saves")
+	require.NoError(t, g.Close())
+
+	g, err = Open(Config{DataDir: dir})
+	require.NoError(t, err)
+	defer g.Close()
+	v, err := g.Snapshot(Query{})
+	require.NoError(t, err)
+	require.Len(t, v.Edges, 2, "both edges survive a restart")
+	for _, n := range v.Nodes {
+		assert.LessOrEqual(t, len(n.Name), MaxNameBytes, n.Type)
+		assert.True(t, utf8.ValidString(n.Name))
+	}
+	assert.Contains(t, nodeIDs(v), "job:"+ClipName(long))
+}
+
+// TestGraphSnapshotsWhileObserving encodes snapshots, node details and
+// OpenLineage events while flushes add clients and statements to the same
+// nodes: run with -race, snapshots must share nothing that Observe writes.
+func TestGraphSnapshotsWhileObserving(t *testing.T) {
+	g, err := Open(Config{})
+	require.NoError(t, err)
+	x := NewExporter(g, ExportConfig{KafkaNamespace: "kafka://127.0.0.1:19092"})
+	job, ds := NodeRef{Job, "etl"}, NodeRef{FlightDataset, "trips"}
+	var wg sync.WaitGroup
+	stop := make(chan struct{})
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for i := 0; ; i++ {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			g.Observe([]Observation{
+				{From: job, To: ds, Type: Writes, Bytes: 1, Records: 1,
+					Client:    Client{Principal: fmt.Sprintf("User:u%d", i%40), Host: fmt.Sprintf("10.0.0.%d", i%40)},
+					Statement: Statement{Text: fmt.Sprintf("SELECT %d", i%20)}},
+				{From: orders, To: ordersT, Type: Produces, Bytes: 1, Records: 1, Client: Client{ClientID: fmt.Sprintf("c%d", i%40)}},
+			})
+		}
+	}()
+	for range 200 {
+		v, err := g.Snapshot(Query{})
+		require.NoError(t, err)
+		_, err = json.Marshal(v)
+		require.NoError(t, err)
+		if len(v.Nodes) > 0 {
+			d, err := g.Node("job:etl")
+			require.NoError(t, err)
+			_, err = json.Marshal(d)
+			require.NoError(t, err)
+			evs, err := x.Events(Query{})
+			require.NoError(t, err)
+			_, err = json.Marshal(evs)
+			require.NoError(t, err)
+		}
+	}
+	close(stop)
+	wg.Wait()
+}

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -313,4 +314,57 @@ lineage:
 	require.NoError(t, err)
 	assert.False(t, s.telemetry.enabled)
 	assert.True(t, s.proxy.Telemetry.Disabled)
+}
+
+// TestServeFlightMetricsLabelCap: the label cap flags reach the Flight
+// proxy too, whose principal and dataset labels come from clients.
+func TestServeFlightMetricsLabelCap(t *testing.T) {
+	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
+	var f serveFlags
+	f.register(fs)
+	require.NoError(t, fs.Parse([]string{"--flight-upstream", "grpc://127.0.0.1:8815",
+		"--metrics-max-label-values", "5", "--metrics-label-allow", "dataset=sales.orders,principal=User:etl"}))
+	s, err := f.resolve(fs)
+	require.NoError(t, err)
+	require.NotNil(t, s.flight)
+	assert.Equal(t, 5, s.flight.MaxLabelValues)
+	assert.Equal(t, map[string][]string{"dataset": {"sales.orders"}, "principal": {"User:etl"}}, s.flight.LabelAllow)
+}
+
+// TestOpenLineageKafkaNamespaceIsAdvertised: OpenLineage names Kafka
+// datasets by the bootstrap address clients use (kafka://{host}:{port}), so
+// with --advertise-host the namespace takes that host, not the bound one
+// (which may be 0.0.0.0), or the datasets would not match those a Spark or
+// Flink job reports for the same topic.
+func TestOpenLineageKafkaNamespaceIsAdvertised(t *testing.T) {
+	cluster, err := devbroker.Start(devbroker.Config{Brokers: 1, Topics: []devbroker.Topic{{Name: "ns", Partitions: 1}}})
+	require.NoError(t, err)
+	defer cluster.Close()
+	r := startServe(t, "--kafka-upstream", cluster.ListenAddrs()[0], "--telemetry-flush", "50ms", "--advertise-host", "localhost")
+	_, port, err := net.SplitHostPort(r.kafka)
+	require.NoError(t, err)
+	cl, err := kgo.NewClient(kgo.SeedBrokers(r.kafka), kgo.ClientID("ns-svc"))
+	require.NoError(t, err)
+	defer cl.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	require.NoError(t, cl.ProduceSync(ctx, &kgo.Record{Topic: "ns", Value: []byte("v")}).FirstErr())
+	var namespaces []string
+	require.Eventually(t, func() bool {
+		resp, err := http.Get("http://" + r.admin + "/api/v1/openlineage")
+		require.NoError(t, err)
+		defer resp.Body.Close()
+		var evs []lineage.RunEvent
+		require.NoError(t, json.NewDecoder(resp.Body).Decode(&evs))
+		namespaces = namespaces[:0]
+		for _, ev := range evs {
+			for _, o := range ev.Outputs {
+				if o.Name == "ns" {
+					namespaces = append(namespaces, o.Namespace)
+				}
+			}
+		}
+		return len(namespaces) > 0
+	}, 10*time.Second, 50*time.Millisecond, "a run event writing ns")
+	assert.Equal(t, []string{"kafka://localhost:" + port}, namespaces)
 }

@@ -81,7 +81,16 @@ func (f *securityFlags) resolve(set map[string]bool, k config.Kafka, getenv func
 	upCA := pick("upstream-tls-ca", f.upCA, u.CAFile)
 	upCert := pick("upstream-tls-cert", f.upCert, u.CertFile)
 	upKey := pick("upstream-tls-key", f.upKey, u.KeyFile)
-	if f.upTLS || u.Enabled || upCA != "" || upCert != "" {
+	// The file's keys turn TLS on, an explicit --upstream-tls=false turns
+	// it off (flags win), and a CA or certificate given as a flag implies it.
+	upTLS := u.Enabled || u.CAFile != "" || u.CertFile != ""
+	if set["upstream-tls"] {
+		upTLS = f.upTLS
+	}
+	if f.upCA != "" || f.upCert != "" {
+		upTLS = true
+	}
+	if upTLS {
 		s.upstreamTLS = &tlsfiles.Files{CertFile: upCert, KeyFile: upKey, CAFile: upCA,
 			ServerName: pick("upstream-tls-server-name", f.upServerName, u.ServerName)}
 	}

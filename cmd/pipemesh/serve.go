@@ -83,8 +83,8 @@ func (f *telemetryFlags) register(fs *flag.FlagSet) {
 	fs.StringVar(&f.olURL, "openlineage-url", "", "push OpenLineage run events to this `URL` (for example Marquez: http://marquez:5000/api/v1/lineage)")
 	fs.DurationVar(&f.olEvery, "openlineage-every", lineage.DefaultPushEvery, "how often to push to --openlineage-url")
 	fs.StringVar(&f.olNamespace, "openlineage-namespace", lineage.DefaultJobNamespace, "OpenLineage job `namespace` for the applications, groups and jobs pipemesh sees")
-	fs.IntVar(&f.maxLabelValues, "metrics-max-label-values", kafkaproxy.DefaultMaxLabelValues, "distinct values each of the topic, principal, client_id and group labels may take before the rest read \"other\"")
-	fs.Var(&f.labelAllow, "metrics-label-allow", "`label=value` that always keeps its own series, past the cap (repeat or comma-separate; labels: topic, principal, client_id, group)")
+	fs.IntVar(&f.maxLabelValues, "metrics-max-label-values", kafkaproxy.DefaultMaxLabelValues, "distinct values each of the topic, principal, client_id, group and (Flight) dataset labels may take before the rest read \"other\"")
+	fs.Var(&f.labelAllow, "metrics-label-allow", "`label=value` that always keeps its own series, past the cap (repeat or comma-separate; labels: topic, principal, client_id, group, dataset)")
 }
 
 // fromFile takes the config file's telemetry: and lineage: keys for the
@@ -242,6 +242,11 @@ func (f *serveFlags) resolve(fs *flag.FlagSet) (*settings, error) {
 	if s.flight, err = f.flight.resolve(set, file.Flight); err != nil {
 		return nil, err
 	}
+	if s.flight != nil {
+		// The Flight metrics' principal and dataset labels take the same cap.
+		s.flight.MaxLabelValues = s.proxy.Telemetry.MaxLabelValues
+		s.flight.LabelAllow = s.proxy.Telemetry.LabelAllow
+	}
 	if len(s.proxy.Upstreams) == 0 && s.flight != nil {
 		s.noKafka = true
 		return s, nil
@@ -268,12 +273,12 @@ func (f *telemetryFlags) resolve(s *settings) error {
 	for _, kv := range f.labelAllow {
 		label, value, ok := strings.Cut(kv, "=")
 		switch label {
-		case "topic", "principal", "client_id", "group":
+		case "topic", "principal", "client_id", "group", "dataset":
 		default:
 			ok = false
 		}
 		if !ok || value == "" {
-			return fmt.Errorf("--metrics-label-allow %q: want LABEL=VALUE with LABEL one of topic, principal, client_id, group", kv)
+			return fmt.Errorf("--metrics-label-allow %q: want LABEL=VALUE with LABEL one of topic, principal, client_id, group, dataset", kv)
 		}
 		if s.proxy.Telemetry.LabelAllow == nil {
 			s.proxy.Telemetry.LabelAllow = map[string][]string{}
@@ -376,7 +381,7 @@ func serve(ctx context.Context, s *settings, log *slog.Logger, started func(*kaf
 	}
 	if graph != nil {
 		export := lineage.NewExporter(graph, lineage.ExportConfig{
-			Namespace: s.telemetry.olNamespace, KafkaNamespace: kafkaNamespace(p), FlightNamespace: flightNamespace(fp),
+			Namespace: s.telemetry.olNamespace, KafkaNamespace: kafkaNamespace(p, s.proxy.AdvertiseHost), FlightNamespace: flightNamespace(fp),
 			URL: s.telemetry.olURL, Every: s.telemetry.olEvery, Logger: log,
 		})
 		graph.Register(adm)

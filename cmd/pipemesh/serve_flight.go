@@ -9,6 +9,7 @@ import (
 	"flag"
 	"fmt"
 	"log/slog"
+	"net"
 	"os"
 	"strings"
 	"time"
@@ -210,12 +211,17 @@ func startFlight(c flightproxy.Config, log *slog.Logger, adm *admin.Server, grap
 }
 
 // kafkaNamespace is the OpenLineage namespace of topics: kafka:// and the
-// bootstrap address clients use (none when the Kafka proxy is off).
-func kafkaNamespace(p *kafkaproxy.Proxy) string {
+// bootstrap address clients use (none when the Kafka proxy is off): the
+// advertised host when one is set, since the bound one may be 0.0.0.0.
+func kafkaNamespace(p *kafkaproxy.Proxy, advertiseHost string) string {
 	if p == nil {
 		return ""
 	}
-	return "kafka://" + p.Addr()
+	addr := p.Addr()
+	if _, port, err := net.SplitHostPort(addr); err == nil && advertiseHost != "" {
+		addr = net.JoinHostPort(advertiseHost, port)
+	}
+	return "kafka://" + addr
 }
 
 // flightNamespace is the OpenLineage namespace of Flight datasets: the
