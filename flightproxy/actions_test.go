@@ -61,6 +61,18 @@ func (s *ticketServer) DoAction(a *flight.Action, stream flight.FlightService_Do
 	return stream.Send(&flight.Result{Body: []byte(s.name + " did " + a.Type)})
 }
 
+// ticketActions are the action types the ticket server lists.
+var ticketActions = []string{"BeginTransaction", "EndTransaction", "admin.compact", "admin.purge", flight.CancelFlightInfoActionType}
+
+func (s *ticketServer) ListActions(_ *flight.Empty, stream flight.FlightService_ListActionsServer) error {
+	for _, a := range ticketActions {
+		if err := stream.Send(&flight.ActionType{Type: a, Description: s.name + " " + a}); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
 func startTicketServer(t *testing.T, name string) string {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	require.NoError(t, err)

@@ -366,7 +366,7 @@ func (p *Proxy) doGet(c *call) error {
 	}
 	rt, location, dataset, inner, err := p.resolveTicket(t.GetTicket())
 	if errors.Is(err, errForeignTicket) {
-		p.audit(c, OpRead, "", foreignTicketDenial)
+		p.audit(c, OpRead, ResourceType, "", foreignTicketDenial)
 		return err
 	}
 	if err != nil {
@@ -546,6 +546,10 @@ func (p *Proxy) listFlights(c *call) error {
 }
 
 // listActions asks the default upstream, which also receives DoAction.
+// Under an ActionAuthorizer it lists only the action types the caller may
+// call; the ones the proxy checks on their datasets instead (delete,
+// CancelFlightInfo, RenewFlightEndpoint) are always listed, since whether
+// a call passes depends on its body.
 func (p *Proxy) listActions(c *call) error {
 	var e flight.Empty
 	if err := c.ss.RecvMsg(&e); err != nil {
@@ -560,12 +564,46 @@ func (p *Proxy) listActions(c *call) error {
 		return c.upstreamErr(rt, err)
 	}
 	_ = cs.CloseSend()
-	return c.upstreamErr(rt, c.relayDown(cs, nil, nil))
+	if _, ok := p.cfg.Authorizer.(ActionAuthorizer); !ok {
+		return c.upstreamErr(rt, c.relayDown(cs, nil, nil))
+	}
+	if md, err := cs.Header(); err == nil {
+		c.sendHeader(md)
+	}
+	for {
+		var at flight.ActionType
+		err := cs.RecvMsg(&at)
+		if err != nil {
+			c.setTrailer(cs.Trailer())
+			if errors.Is(err, io.EOF) {
+				return nil
+			}
+			return c.upstreamErr(rt, err)
+		}
+		if !datasetAction(at.GetType()) && !p.decideAction(c, at.GetType()).Allow {
+			continue
+		}
+		if err := c.ss.SendMsg(&at); err != nil {
+			return err
+		}
+	}
+}
+
+// datasetAction reports whether the proxy authorizes an action type on the
+// datasets its body names rather than as a flight_action.
+func datasetAction(actionType string) bool {
+	switch actionType {
+	case actionDelete, flight.CancelFlightInfoActionType, flight.RenewFlightEndpointActionType:
+		return true
+	}
+	return false
 }
 
 // doAction forwards an action to the default upstream. The two actions
 // that carry the proxy's tickets (CancelFlightInfo, RenewFlightEndpoint)
-// go to the upstream that issued them, with its own tickets.
+// go to the upstream that issued them, with its own tickets. Those and the
+// built-in service's delete are authorized on their datasets; every other
+// type on its flight_action rules.
 func (p *Proxy) doAction(c *call) error {
 	var a flight.Action
 	if err := c.ss.RecvMsg(&a); err != nil {
@@ -579,7 +617,7 @@ func (p *Proxy) doAction(c *call) error {
 		var datasets []string
 		if rt, renewed, datasets, err = p.unwrapActionTickets(&a); err != nil {
 			if errors.Is(err, errForeignTicket) {
-				p.audit(c, OpRead, "", foreignTicketDenial)
+				p.audit(c, OpRead, ResourceType, "", foreignTicketDenial)
 			}
 			return err
 		}
@@ -596,6 +634,13 @@ func (p *Proxy) doAction(c *call) error {
 			return err
 		}
 	default:
+		// Every other action names no dataset the proxy can check
+		// (CreatePreparedStatement carries SQL text, but naming its tables
+		// needs a SQL parser): decide on the action type, deny unless a
+		// rule allows it.
+		if err := p.authorizeAction(c, a.GetType()); err != nil {
+			return err
+		}
 		p.observeQuery(c, parseCommand(a.GetBody()))
 	}
 	cs, err := rt.conn.NewStream(c.ctx, serverStreamDesc, c.fullMethod())

@@ -38,7 +38,8 @@ func (c *Config) UsePolicy(store *policy.Store) {
 }
 
 // PolicyAuthorizer decides Flight calls with the policy in force in Store,
-// on its flight_dataset rules, and counts each decision in
+// on its flight_dataset rules (and DoAction types on its flight_action
+// rules), and counts each decision in
 // pipemesh_policy_decisions_total. In audit mode a denial comes back allowed
 // and marked WouldDeny.
 type PolicyAuthorizer struct {
@@ -67,7 +68,17 @@ func (a PolicyAuthorizer) Decide(principal string, op Operation, dataset string)
 		a.Store.Count(policy.Denied)
 		return Decision{Rule: "pipemesh: unknown Flight operation " + string(op), Reason: "unknown_operation"}
 	}
-	d := pol.Decide(principal, pop, policy.ResFlightDataset, dataset)
+	return a.answer(pol.Decide(principal, pop, policy.ResFlightDataset, dataset))
+}
+
+// DecideAction implements ActionAuthorizer: WRITE on the flight_action
+// named actionType. It does not allocate either.
+func (a PolicyAuthorizer) DecideAction(principal, actionType string) Decision {
+	return a.answer(a.Store.Current().Decide(principal, policy.OpWrite, policy.ResFlightAction, actionType))
+}
+
+// answer counts the policy's decision and turns it into the proxy's.
+func (a PolicyAuthorizer) answer(d policy.Decision) Decision {
 	a.Store.Count(d.Result)
 	out := Decision{Allow: d.Allowed(), WouldDeny: d.Result == policy.WouldDeny, Reason: d.Reason.String()}
 	switch {
@@ -76,7 +87,7 @@ func (a PolicyAuthorizer) Decide(principal string, op Operation, dataset string)
 	case d.Reason == policy.ReasonSuperUser:
 		out.Rule = "super user"
 	case d.Reason == policy.ReasonNoACL:
-		out.Rule = "no rule names the dataset and allow_if_no_acl is true"
+		out.Rule = "no rule names it and allow_if_no_acl is true"
 	default:
 		out.Rule = "no allow rule matches (no matching allow means deny)"
 	}
@@ -119,11 +130,12 @@ func (q PolicyQuotas) FlightLimits(principal string) Limits {
 }
 
 // audit records a decision in the shared audit log format
-// (policy.AuditLog); API is the Flight method.
-func (p *Proxy) audit(c *call, op Operation, dataset string, d Decision) {
+// (policy.AuditLog); API is the Flight method, resource ResourceType or
+// ActionResourceType.
+func (p *Proxy) audit(c *call, op Operation, resource, name string, d Decision) {
 	e := policy.AuditEntry{
 		Time: time.Now().UTC(), Result: d.result(), Principal: c.principal, API: c.method,
-		Operation: string(op), Resource: ResourceType, Name: dataset, Reason: d.Reason, Rule: d.Rule,
+		Operation: string(op), Resource: resource, Name: name, Reason: d.Reason, Rule: d.Rule,
 	}
 	if c.job != c.principal {
 		e.Job = c.job
@@ -135,6 +147,6 @@ func (p *Proxy) audit(c *call, op Operation, dataset string, d Decision) {
 }
 
 var (
-	_ Authorizer = PolicyAuthorizer{}
-	_ Quotas     = PolicyQuotas{}
+	_ ActionAuthorizer = PolicyAuthorizer{}
+	_ Quotas           = PolicyQuotas{}
 )

@@ -102,7 +102,15 @@ acls:
 		{"misspelt resource", `
 acls:
   - {principal: "User:a", operation: READ, resource: flight_datasets, name: d, permission: allow}
-`, []string{`policy.yaml:3:54: unknown resource type "flight_datasets": want topic, group, transactional_id, cluster or flight_dataset`}},
+`, []string{`policy.yaml:3:54: unknown resource type "flight_datasets": want topic, group, transactional_id, cluster, flight_dataset or flight_action`}},
+		{"operation not for actions", `
+acls:
+  - {principal: "User:a", operation: READ, resource: flight_action, name: BeginTransaction, permission: allow}
+`, []string{`policy.yaml:3:5: operation READ does not apply to resource type flight_action (pipemesh allows WRITE, ALL; calling an action, and seeing it in ListActions, is WRITE)`}},
+		{"action without a name", `
+acls:
+  - {principal: "User:a", operation: WRITE, resource: flight_action, permission: allow}
+`, []string{`policy.yaml:3:5: acl is missing name (use "*" with pattern literal for every flight_action)`}},
 		{"bad quotas", `
 acls:
   - {principal: "User:a", operation: READ, resource: flight_dataset, name: d, permission: allow}
@@ -139,13 +147,61 @@ flight_quotas:
 	}
 }
 
+// actionPolicy has flight_action rules: alice may call BeginTransaction
+// and the "admin." actions but admin.purge; everyone may call
+// CreatePreparedStatement.
+const actionPolicy = `
+acls:
+  - {principal: "User:alice", operation: WRITE, resource: flight_action, name: BeginTransaction, permission: allow}
+  - {principal: "User:alice", operation: ALL, resource: flight_action, name: "admin.", pattern: prefixed, permission: allow}
+  - {principal: "User:alice", operation: WRITE, resource: flight_action, name: admin.purge, permission: deny}
+  - {principal: "User:*", operation: WRITE, resource: flight_action, name: CreatePreparedStatement, permission: allow}
+  - {principal: "User:alice", operation: WRITE, resource: flight_dataset, name: "*", permission: allow}
+`
+
+func TestDecideFlightAction(t *testing.T) {
+	p := mustParse(t, actionPolicy)
+	tests := []struct {
+		principal, name string
+		want            Result
+		rule            int // -1: none
+	}{
+		{"User:alice", "BeginTransaction", Allowed, 0},
+		{"User:alice", "admin.compact", Allowed, 1},
+		{"User:alice", "admin.purge", Denied, 2},
+		{"User:alice", "EndTransaction", Denied, -1},
+		{"User:alice", "begintransaction", Denied, -1}, // names are case-sensitive
+		{"User:bob", "CreatePreparedStatement", Allowed, 3},
+		{"User:bob", "BeginTransaction", Denied, -1},
+		{"User:alice", "*", Denied, -1}, // the dataset wildcard does not cover actions
+	}
+	for _, tt := range tests {
+		t.Run(tt.principal+"_"+tt.name, func(t *testing.T) {
+			d := p.Decide(tt.principal, OpWrite, ResFlightAction, tt.name)
+			assert.Equal(t, tt.want, d.Result)
+			if tt.rule < 0 {
+				assert.Nil(t, d.Rule)
+				assert.Equal(t, ReasonNoAllow, d.Reason)
+			} else if assert.NotNil(t, d.Rule) {
+				assert.Equal(t, tt.rule, d.Rule.Index)
+			}
+		})
+	}
+	// An action type is not a dataset of the same name.
+	assert.Equal(t, Denied, p.Decide("User:alice", OpRead, ResFlightDataset, "BeginTransaction").Result)
+	assert.Contains(t, p.Rules()[1].String(), `allow User:alice ALL on flight_action prefixed:"admin."`)
+}
+
 func TestDecideFlightDoesNotAllocate(t *testing.T) {
 	p := mustParse(t, flightPolicy)
+	a := mustParse(t, actionPolicy)
 	allocs := testing.AllocsPerRun(100, func() {
 		p.Decide("User:alice", OpRead, ResFlightDataset, "sales.orders.2026")
 		p.Decide("User:alice", OpDescribe, ResFlightDataset, "sales.secret.x")
 		p.Decide("User:bob", OpRead, ResFlightDataset, "bob.y")
 		p.FlightQuota("User:bob")
+		a.Decide("User:alice", OpWrite, ResFlightAction, "admin.compact")
+		a.Decide("User:alice", OpWrite, ResFlightAction, "EndTransaction")
 	})
 	assert.Zero(t, allocs)
 }

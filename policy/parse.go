@@ -411,7 +411,7 @@ func (p *parser) rules(n *yaml.Node) []Rule {
 				s := p.str(v, "resource")
 				rt, ok := ParseResourceType(s)
 				if !ok && s != "" {
-					p.add(v, "unknown resource type %q: want topic, group, transactional_id, cluster or flight_dataset", s)
+					p.add(v, "unknown resource type %q: want topic, group, transactional_id, cluster, flight_dataset or flight_action", s)
 				}
 				r.Resource = rt
 			case "name":
@@ -475,7 +475,11 @@ func (p *parser) rules(n *yaml.Node) []Rule {
 			p.add(e, "mode applies to deny rules only (an allow in audit would be the same allow)")
 		}
 		if ok := validOp(r.Resource, r.Operation); !ok && got[fOperation] && got[fResource] {
-			p.add(e, "operation %s does not apply to resource type %s (%s allows %s)", r.Operation, r.Resource, allower(r.Resource), opsFor(r.Resource))
+			why := ""
+			if r.Resource == ResFlightAction {
+				why = "; calling an action, and seeing it in ListActions, is WRITE"
+			}
+			p.add(e, "operation %s does not apply to resource type %s (%s allows %s%s)", r.Operation, r.Resource, allower(r.Resource), opsFor(r.Resource), why)
 		}
 		if len(p.issues) == bad {
 			out = append(out, r)
@@ -511,6 +515,9 @@ var validOps = [numResourceTypes][]Operation{
 	// READ: GetFlightInfo, PollFlightInfo, GetSchema, DoGet; WRITE: DoPut;
 	// DESCRIBE: ListFlights (implied by READ and WRITE, as for topics).
 	ResFlightDataset: {OpRead, OpWrite, OpDescribe, OpAll},
+	// WRITE: DoAction of that type, and seeing it in ListActions. No
+	// READ or DESCRIBE: the proxy asks only one question of an action.
+	ResFlightAction: {OpWrite, OpAll},
 }
 
 func validOp(rt ResourceType, op Operation) bool {
@@ -527,7 +534,7 @@ func validOp(rt ResourceType, op Operation) bool {
 
 // allower names whose table validOps follows for rt.
 func allower(rt ResourceType) string {
-	if rt == ResFlightDataset {
+	if rt == ResFlightDataset || rt == ResFlightAction {
 		return "pipemesh"
 	}
 	return "Kafka"

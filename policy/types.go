@@ -82,12 +82,17 @@ const (
 	// with "/" (sales/2024), or a command kind (sql:CommandStatementQuery).
 	// Not a Kafka type: it lets one policy file cover the Flight proxy too.
 	ResFlightDataset
+	// ResFlightAction is an Arrow Flight DoAction type (BeginTransaction,
+	// or a service's own), for the actions the proxy cannot tie to a
+	// dataset. The one operation asked for is WRITE: an action may change
+	// state on the service, and Flight does not say which ones do not.
+	ResFlightAction
 	numResourceTypes
 )
 
 var resNames = [numResourceTypes]string{
 	ResTopic: "topic", ResGroup: "group", ResTransactionalID: "transactional_id", ResCluster: "cluster",
-	ResFlightDataset: "flight_dataset",
+	ResFlightDataset: "flight_dataset", ResFlightAction: "flight_action",
 }
 
 // String returns the resource type as the policy file writes it (topic).
@@ -99,7 +104,8 @@ func (r ResourceType) String() string {
 }
 
 // ParseResourceType reads a resource type: topic, group, transactional_id
-// (or TransactionalId), cluster, flight_dataset (or FlightDataset); any case.
+// (or TransactionalId), cluster, flight_dataset (or FlightDataset),
+// flight_action (or FlightAction); any case.
 func ParseResourceType(s string) (ResourceType, bool) {
 	k := normalize(s)
 	for r, n := range resNames {

@@ -9,6 +9,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -71,6 +72,40 @@ func TestPolicyExplainFlightDataset(t *testing.T) {
 	assert.Equal(t, 1, run(context.Background(), []string{"policy", "explain", path, "--principal", "User:bob",
 		"--operation", "READ", "--flight-dataset", "d", "--topic", "t"}, &out, &errOut))
 	assert.Contains(t, errOut.String(), "--flight-dataset")
+}
+
+// TestPolicyFlightActionCLI: policy check rejects a flight_action rule
+// with an operation other than WRITE or ALL at its line and column, and
+// accepts a good one; explain decides action types.
+func TestPolicyFlightActionCLI(t *testing.T) {
+	bad := writePolicy(t, `acls:
+  - {principal: "User:alice", operation: WRITE, resource: flight_action, name: BeginTransaction, permission: allow}
+  - {principal: "User:alice", operation: READ, resource: flight_action, name: "admin.", pattern: prefixed, permission: allow}
+  - {principal: "User:alice", operation: WRITE, resource: flight_actions, name: x, permission: allow}
+`)
+	var out, errOut bytes.Buffer
+	require.Equal(t, 1, run(context.Background(), []string{"policy", "check", bad}, &out, &errOut))
+	lines := strings.Split(strings.TrimSpace(out.String()), "\n")
+	require.Len(t, lines, 2, out.String())
+	assert.Contains(t, lines[0], bad+`:3:5: operation READ does not apply to resource type flight_action (pipemesh allows WRITE, ALL;`)
+	assert.Contains(t, lines[1], bad+`:4:59: unknown resource type "flight_actions"`)
+
+	good := writePolicy(t, `acls:
+  - {principal: "User:alice", operation: WRITE, resource: flight_action, name: BeginTransaction, permission: allow}
+  - {principal: "User:alice", operation: ALL, resource: flight_action, name: "admin.", pattern: prefixed, permission: allow}
+`)
+	out.Reset()
+	errOut.Reset()
+	require.Equal(t, 0, run(context.Background(), []string{"policy", "check", good}, &out, &errOut), errOut.String()+out.String())
+	for _, tt := range []struct{ action, want string }{
+		{"admin.compact", `ALLOW: User:alice WRITE flight_action "admin.compact"`},
+		{"EndTransaction", `DENY: User:alice WRITE flight_action "EndTransaction"`},
+	} {
+		out.Reset()
+		require.Equal(t, 0, run(context.Background(), []string{"policy", "explain", good, "--principal", "User:alice",
+			"--operation", "WRITE", "--flight-action", tt.action}, &out, &errOut), errOut.String())
+		assert.Contains(t, out.String(), tt.want)
+	}
 }
 
 // startFlightServer runs the built-in Flight dataset service in process.

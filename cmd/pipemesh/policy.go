@@ -98,7 +98,7 @@ func runPolicyCheck(args []string, stdout, stderr io.Writer) error {
 }
 
 func runPolicyExplain(args []string, stdout, stderr io.Writer) error {
-	fs := newFlagSet("policy explain", "FILE --principal User:NAME --operation OP (--topic|--group|--transactional-id|--flight-dataset NAME | --cluster)",
+	fs := newFlagSet("policy explain", "FILE --principal User:NAME --operation OP (--topic|--group|--transactional-id|--flight-dataset|--flight-action NAME | --cluster)",
 		"Print the decision the policy makes and the rule that made it.", stderr)
 	principal := fs.String("principal", "", "principal asking, as `User:name`")
 	operation := fs.String("operation", "", "ACL `operation`: READ, WRITE, CREATE, DELETE, ALTER, DESCRIBE, DESCRIBE_CONFIGS, ALTER_CONFIGS, IDEMPOTENT_WRITE, CLUSTER_ACTION")
@@ -107,6 +107,7 @@ func runPolicyExplain(args []string, stdout, stderr io.Writer) error {
 	txn := fs.String("transactional-id", "", "transactional `id`")
 	cluster := fs.Bool("cluster", false, "the cluster resource")
 	dataset := fs.String("flight-dataset", "", "Arrow Flight dataset `name` (descriptor path joined with /, e.g. sales/2026); READ, WRITE or DESCRIBE")
+	action := fs.String("flight-action", "", "Arrow Flight DoAction `type` (e.g. BeginTransaction); WRITE")
 	file, rest := fileFirst(args)
 	if err := fs.Parse(rest); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
@@ -134,14 +135,14 @@ func runPolicyExplain(args []string, stdout, stderr io.Writer) error {
 		set  bool
 		rt   policy.ResourceType
 		name string
-	}{{*topic != "", policy.ResTopic, *topic}, {*group != "", policy.ResGroup, *group}, {*txn != "", policy.ResTransactionalID, *txn}, {*cluster, policy.ResCluster, policy.ClusterName}, {*dataset != "", policy.ResFlightDataset, *dataset}} {
+	}{{*topic != "", policy.ResTopic, *topic}, {*group != "", policy.ResGroup, *group}, {*txn != "", policy.ResTransactionalID, *txn}, {*cluster, policy.ResCluster, policy.ClusterName}, {*dataset != "", policy.ResFlightDataset, *dataset}, {*action != "", policy.ResFlightAction, *action}} {
 		if c.set {
 			rt, name = c.rt, c.name
 			n++
 		}
 	}
 	if n != 1 {
-		return errors.New("name exactly one resource: --topic, --group, --transactional-id, --flight-dataset or --cluster")
+		return errors.New("name exactly one resource: --topic, --group, --transactional-id, --flight-dataset, --flight-action or --cluster")
 	}
 	p, err := policy.Load(file, policy.Options{})
 	if err != nil {
