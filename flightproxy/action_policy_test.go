@@ -5,17 +5,22 @@ import (
 	"errors"
 	"io"
 	"net"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 
 	"github.com/apache/arrow-go/v18/arrow/flight"
 	"github.com/apache/arrow-go/v18/arrow/flight/flightsql"
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/status"
+
+	"github.com/pipemesh/pipemesh/policy"
 )
 
 // actionTestPolicy: alice may call BeginTransaction and the "admin."
@@ -198,4 +203,22 @@ func TestPolicyFlightSQLActions(t *testing.T) {
 	assert.Contains(t, err.Error(), `User:ANONYMOUS may not call flight_action "BeginTransaction"`)
 	_, err = cl.Prepare(ctx, "SELECT 1")
 	assert.Equal(t, codes.Unimplemented, status.Code(err), "allowed: reached the server: %v", err)
+}
+
+// TestPolicyAuthorizerDecideActionDoesNotAllocate: DecideAction runs on
+// every DoAction and for every listed action type.
+func TestPolicyAuthorizerDecideActionDoesNotAllocate(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "policy.yaml")
+	require.NoError(t, os.WriteFile(path, []byte(strings.Replace(actionTestPolicy, "%MODE%", "enforce", 1)), 0o600))
+	store, err := policy.NewStore(policy.StoreConfig{Path: path, Registerer: prometheus.NewRegistry()})
+	require.NoError(t, err)
+	a := PolicyAuthorizer{Store: store}
+	require.True(t, a.DecideAction("User:alice", "admin.compact").Allow)
+	require.False(t, a.DecideAction("User:alice", "admin.purge").Allow)
+	allocs := testing.AllocsPerRun(100, func() {
+		a.DecideAction("User:alice", "admin.compact")
+		a.DecideAction("User:alice", "admin.purge")
+		a.DecideAction("User:carol", "EndTransaction")
+	})
+	assert.Zero(t, allocs)
 }
