@@ -307,7 +307,11 @@ func (p *Proxy) describeRequest(c *call) (*flight.FlightDescriptor, *route, stri
 	return &d, p.router.forDataset(dataset), dataset, nil
 }
 
-func (p *Proxy) getFlightInfo(c *call) error {
+// readDescribed runs the calls that name a dataset by descriptor and need
+// READ on it (GetFlightInfo, PollFlightInfo, GetSchema): the descriptor is
+// read and authorized, the upstream answers resp, and fix (if any) rewrites
+// it before it goes to the client.
+func (p *Proxy) readDescribed(c *call, resp proto.Message, fix func(rt *route, dataset string)) error {
 	d, rt, dataset, err := p.describeRequest(c)
 	if err != nil {
 		return err
@@ -315,48 +319,35 @@ func (p *Proxy) getFlightInfo(c *call) error {
 	if err := p.authorize(c, OpRead, dataset); err != nil {
 		return err
 	}
-	var fi flight.FlightInfo
-	if err := c.unary(rt.conn, d, &fi); err != nil {
+	if err := c.unary(rt.conn, d, resp); err != nil {
 		return c.upstreamErr(rt, err)
 	}
-	p.rewriteInfo(&fi, rt, dataset)
-	return c.ss.SendMsg(&fi)
+	if fix != nil {
+		fix(rt, dataset)
+	}
+	return c.ss.SendMsg(resp)
+}
+
+func (p *Proxy) getFlightInfo(c *call) error {
+	var fi flight.FlightInfo
+	return p.readDescribed(c, &fi, func(rt *route, dataset string) { p.rewriteInfo(&fi, rt, dataset) })
 }
 
 func (p *Proxy) pollFlightInfo(c *call) error {
-	d, rt, dataset, err := p.describeRequest(c)
-	if err != nil {
-		return err
-	}
-	if err := p.authorize(c, OpRead, dataset); err != nil {
-		return err
-	}
 	var pi flight.PollInfo
-	if err := c.unary(rt.conn, d, &pi); err != nil {
-		return c.upstreamErr(rt, err)
-	}
-	if pi.Info != nil {
-		p.rewriteInfo(pi.Info, rt, dataset)
-	}
-	if pi.FlightDescriptor != nil {
-		pi.FlightDescriptor = p.wrapDescriptor(pi.FlightDescriptor, rt, dataset)
-	}
-	return c.ss.SendMsg(&pi)
+	return p.readDescribed(c, &pi, func(rt *route, dataset string) {
+		if pi.Info != nil {
+			p.rewriteInfo(pi.Info, rt, dataset)
+		}
+		if pi.FlightDescriptor != nil {
+			pi.FlightDescriptor = p.wrapDescriptor(pi.FlightDescriptor, rt, dataset)
+		}
+	})
 }
 
 func (p *Proxy) getSchema(c *call) error {
-	d, rt, dataset, err := p.describeRequest(c)
-	if err != nil {
-		return err
-	}
-	if err := p.authorize(c, OpRead, dataset); err != nil {
-		return err
-	}
 	var sr flight.SchemaResult
-	if err := c.unary(rt.conn, d, &sr); err != nil {
-		return c.upstreamErr(rt, err)
-	}
-	return c.ss.SendMsg(&sr)
+	return p.readDescribed(c, &sr, nil)
 }
 
 func (p *Proxy) doGet(c *call) error {
