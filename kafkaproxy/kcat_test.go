@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	dto "github.com/prometheus/client_model/go"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 )
@@ -88,24 +89,41 @@ func kcatArgs(addr string, args ...string) []string {
 // the series whose label has value (every series when label is empty).
 func proxyCounter(t testing.TB, e *env, metric, label, value string) float64 {
 	t.Helper()
+	var want map[string]string
+	if label != "" {
+		want = map[string]string{label: value}
+	}
+	var sum float64
+	for _, m := range proxySeries(t, e, metric, want) {
+		sum += m.GetCounter().GetValue() + m.GetGauge().GetValue()
+	}
+	return sum
+}
+
+// proxySeries returns a proxy metric's series whose labels include all of
+// want.
+func proxySeries(t testing.TB, e *env, metric string, want map[string]string) []*dto.Metric {
+	t.Helper()
 	mfs, err := e.registry.Gather()
 	require.NoError(t, err)
-	var sum float64
+	var out []*dto.Metric
 	for _, mf := range mfs {
 		if mf.GetName() != metric {
 			continue
 		}
 		for _, m := range mf.GetMetric() {
-			match := label == ""
+			match := 0
 			for _, lp := range m.GetLabel() {
-				match = match || (lp.GetName() == label && lp.GetValue() == value)
+				if v, ok := want[lp.GetName()]; ok && v == lp.GetValue() {
+					match++
+				}
 			}
-			if match {
-				sum += m.GetCounter().GetValue() + m.GetGauge().GetValue()
+			if match == len(want) {
+				out = append(out, m)
 			}
 		}
 	}
-	return sum
+	return out
 }
 
 // requireClientTrafficProxied checks that a client's requests of the given

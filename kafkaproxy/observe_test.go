@@ -316,48 +316,18 @@ func TestObserveKcatGroup(t *testing.T) {
 // proxyLabeled sums a metric's series whose labels include all of want.
 func proxyLabeled(t testing.TB, e *env, metric string, want map[string]string) float64 {
 	t.Helper()
-	mfs, err := e.registry.Gather()
-	require.NoError(t, err)
 	var sum float64
-	for _, mf := range mfs {
-		if mf.GetName() != metric {
-			continue
-		}
-		for _, m := range mf.GetMetric() {
-			match := 0
-			for _, lp := range m.GetLabel() {
-				if v, ok := want[lp.GetName()]; ok && v == lp.GetValue() {
-					match++
-				}
-			}
-			if match == len(want) {
-				sum += m.GetCounter().GetValue()
-			}
-		}
+	for _, m := range proxySeries(t, e, metric, want) {
+		sum += m.GetCounter().GetValue()
 	}
 	return sum
 }
 
 func proxyHistogramCount(t testing.TB, e *env, metric string, want map[string]string) uint64 {
 	t.Helper()
-	mfs, err := e.registry.Gather()
-	require.NoError(t, err)
 	var n uint64
-	for _, mf := range mfs {
-		if mf.GetName() != metric {
-			continue
-		}
-		for _, m := range mf.GetMetric() {
-			match := 0
-			for _, lp := range m.GetLabel() {
-				if v, ok := want[lp.GetName()]; ok && v == lp.GetValue() {
-					match++
-				}
-			}
-			if match == len(want) {
-				n += m.GetHistogram().GetSampleCount()
-			}
-		}
+	for _, m := range proxySeries(t, e, metric, want) {
+		n += m.GetHistogram().GetSampleCount()
 	}
 	return n
 }
