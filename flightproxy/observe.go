@@ -223,11 +223,18 @@ func (m *metrics) edge(c *call, dataset string, dir Direction) *edge {
 // read still passes (the endpoints decide what is valid); it is counted as
 // bytes only.
 func (e *edge) count(f *frame) {
+	v, err := parseFlightData(f.data, &e.scratch)
+	e.countView(f.data.Len(), v, err)
+}
+
+// countView counts one FlightData message of n bytes (without the gRPC
+// prefix) that read as v, or could not be read (err): the counting shared
+// by count, which gets whole messages from gRPC, and a msgScanner, which
+// finds them in a relayed stream's DATA frames.
+func (e *edge) countView(n int, v flightDataView, err error) {
 	e.progress()
-	n := f.data.Len()
 	e.obs.Bytes += int64(n)
 	e.bytes.Add(float64(n))
-	v, err := parseFlightData(f.data, &e.scratch)
 	if err != nil || len(v.header) == 0 {
 		if err != nil {
 			e.malformedHeaders++
