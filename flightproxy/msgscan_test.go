@@ -331,9 +331,16 @@ func TestMsgScannerDoesNotAllocate(t *testing.T) {
 // bytes: b is a whole gRPC stream (asStream) or one FlightData message,
 // sent twice; chunk is the piece size fed.
 func FuzzMsgScanner(f *testing.F) {
-	msgs := arrowStream(f)
-	f.Add(msgs[1].data, false, 3)
-	f.Add(wire(msgs[:2]), true, 7)
+	// Small seeds only (more under testdata/fuzz): the engine minimizes
+	// every new input, which takes minutes on a 100 KiB batch.
+	rec := &wireRecorder{}
+	w := flight.NewRecordWriter(rec, ipcWithTestSchema())
+	w.SetFlightDescriptor(&flight.FlightDescriptor{Type: flight.DescriptorPATH, Path: []string{"a"}})
+	batch := testBatch(0, 2)
+	require.NoError(f, w.Write(batch))
+	batch.Release()
+	f.Add(rec.msgs[1].data, false, 3)
+	f.Add(wire(rec.msgs), true, 7)
 	f.Add(wire([]grpcMsg{{flag: 1, data: []byte{1, 2}}, {data: []byte{0x80}}, {}}), true, 1)
 	f.Add([]byte{0xc2, 0x3e, 0x05, 1}, false, 2)
 	f.Fuzz(func(t *testing.T, b []byte, asStream bool, chunk int) {
