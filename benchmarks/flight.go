@@ -8,6 +8,7 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"slices"
 	"strconv"
 	"sync"
 	"time"
@@ -47,6 +48,14 @@ type FlightConfig struct {
 	// front of it instead of starting both; ProxyPID is the proxy's pid.
 	Direct, Proxy string
 	ProxyPID      int
+	// Baseline "tcp" adds a third mode: rounds through a plain TCP
+	// forwarder (`pipemesh bench tcp-forward`, a child process) in front
+	// of the Flight service, the layer-4 reference for the proxy. Empty:
+	// none.
+	Baseline string
+	// BaselineBuffer, when positive, makes the forwarder copy through a
+	// user-space buffer of this size instead of splice(2).
+	BaselineBuffer int
 }
 
 // DefaultFlightConfig is bench flight's defaults: sized for a 2-core machine.
@@ -67,6 +76,12 @@ func (c FlightConfig) Validate() error {
 		return fmt.Errorf("bench flight: --rounds %d: want 1 to 100", c.Rounds)
 	case (c.Direct == "") != (c.Proxy == ""):
 		return errors.New("bench flight: --direct and --proxy go together")
+	case c.Baseline != "" && c.Baseline != "tcp":
+		return fmt.Errorf("bench flight: --baseline %q: want tcp (a plain TCP forwarder) or none", c.Baseline)
+	case c.BaselineBuffer < 0 || c.BaselineBuffer > 64<<20:
+		return fmt.Errorf("bench flight: --baseline-buffer %d: want 0 (splice) to 64MiB", c.BaselineBuffer)
+	case c.BaselineBuffer > 0 && c.Baseline == "":
+		return errors.New("bench flight: --baseline-buffer sizes the forwarder of --baseline tcp; add --baseline tcp")
 	}
 	switch c.Compression {
 	case "none", "lz4", "zstd":
@@ -94,8 +109,13 @@ type FlightRound struct {
 	ProxyCPUPerGB    float64 `json:"proxy_cpu_per_gb,omitempty"`
 	GetProxyCPUPerGB float64 `json:"get_proxy_cpu_per_gb,omitempty"`
 	PutProxyCPUPerGB float64 `json:"put_proxy_cpu_per_gb,omitempty"`
-	Verified         bool    `json:"verified"`
-	Error            string  `json:"error,omitempty"`
+	// ForwarderCPUPerGB and its split are the same for the TCP forwarder
+	// of baseline rounds.
+	ForwarderCPUPerGB    float64 `json:"forwarder_cpu_per_gb,omitempty"`
+	GetForwarderCPUPerGB float64 `json:"get_forwarder_cpu_per_gb,omitempty"`
+	PutForwarderCPUPerGB float64 `json:"put_forwarder_cpu_per_gb,omitempty"`
+	Verified             bool    `json:"verified"`
+	Error                string  `json:"error,omitempty"`
 }
 
 // FlightReport is a whole bench flight run.
@@ -107,6 +127,31 @@ type FlightReport struct {
 	ProxyCPUPerGB    Stat          `json:"proxy_cpu_per_gb"`
 	GetProxyCPUPerGB Stat          `json:"get_proxy_cpu_per_gb"`
 	PutProxyCPUPerGB Stat          `json:"put_proxy_cpu_per_gb"`
+	// Baseline is the reference forwarder's figures, with --baseline.
+	Baseline *FlightBaseline `json:"baseline,omitempty"`
+}
+
+// FlightBaseline is what the baseline rounds (a plain TCP forwarder in front
+// of the Flight service) measured, set beside direct and proxied.
+type FlightBaseline struct {
+	Kind string `json:"kind"` // "tcp"
+	// BufferBytes is the forwarder's copy buffer; 0 means splice(2).
+	BufferBytes int  `json:"buffer_bytes"`
+	GetGBPerSec Stat `json:"get_gb_per_sec"`
+	PutGBPerSec Stat `json:"put_gb_per_sec"`
+	// GetRatio and PutRatio are the baseline median over the direct one:
+	// what the second hop alone keeps.
+	GetRatio float64 `json:"get_baseline_over_direct"`
+	PutRatio float64 `json:"put_baseline_over_direct"`
+	// GetProxiedRatio and PutProxiedRatio are the proxied median over the
+	// baseline one: above 1, the proxy beats the plain forwarder.
+	GetProxiedRatio float64 `json:"get_proxied_over_baseline"`
+	PutProxiedRatio float64 `json:"put_proxied_over_baseline"`
+	// CPUPerGB is the forwarder's CPU seconds per GB moved, get plus put,
+	// and split by phase.
+	CPUPerGB    Stat `json:"forwarder_cpu_per_gb"`
+	GetCPUPerGB Stat `json:"get_forwarder_cpu_per_gb"`
+	PutCPUPerGB Stat `json:"put_forwarder_cpu_per_gb"`
 }
 
 // flightData is the benchmark's dataset, encoded once: what every DoPut
@@ -231,19 +276,31 @@ func (d *flightData) put(ctx context.Context, c flight.Client, path string, ctr 
 
 // get reads every endpoint of the dataset at path, streams at a time, and
 // checks each message is the one the dataset has at that place.
-func (d *flightData) get(ctx context.Context, c flight.Client, path string, streams, perChunk int, byValue bool, ctr *phaseCounters) error {
+//
+// The service decides how the dataset is cut into endpoints (the embedded
+// one by --batches-per-chunk, an external one by its own settings), so the
+// places are found, not assumed: each endpoint's stream must be a run of
+// consecutive dataset batches, its first batch says where in the cycle of
+// distinct batches the run starts, and once all are read the runs must
+// follow one another in endpoint order and add up to the whole dataset.
+// That checks every batch against the batch written at its position.
+func (d *flightData) get(ctx context.Context, c flight.Client, path string, streams int, byValue bool, ctr *phaseCounters) error {
 	fi, err := c.GetFlightInfo(ctx, &flight.FlightDescriptor{Type: flight.DescriptorPATH, Path: []string{"bench", path}})
 	if err != nil {
 		return err
 	}
-	if want := (d.count + perChunk - 1) / perChunk; len(fi.Endpoint) != want {
-		return fmt.Errorf("%d endpoints, want %d", len(fi.Endpoint), want)
+	if want := int64(d.count * d.rowsPerBatch); fi.TotalRecords > 0 && fi.TotalRecords != want {
+		return fmt.Errorf("GetFlightInfo says %d rows, the dataset written has %d", fi.TotalRecords, want)
+	}
+	if len(fi.Endpoint) == 0 {
+		return errors.New("GetFlightInfo lists no endpoints")
 	}
 	next := make(chan int, len(fi.Endpoint))
 	for i := range fi.Endpoint {
 		next <- i
 	}
 	close(next)
+	runs := make([]batchRun, len(fi.Endpoint))
 	errs := make([]error, streams)
 	var wg sync.WaitGroup
 	for w := range streams {
@@ -253,21 +310,52 @@ func (d *flightData) get(ctx context.Context, c flight.Client, path string, stre
 				if byValue {
 					get = d.getEndpointByValue
 				}
-				if err := get(ctx, c, fi.Endpoint[i], i*perChunk, min(perChunk, d.count-i*perChunk), ctr); err != nil {
-					errs[w] = fmt.Errorf("endpoint %d: %w", i, err)
+				run, err := get(ctx, c, fi.Endpoint[i], ctr)
+				if err != nil {
+					errs[w] = fmt.Errorf("endpoint %d of %d: %w", i, len(fi.Endpoint), err)
 					return
 				}
+				runs[i] = run
 			}
 		})
 	}
 	wg.Wait()
-	return errors.Join(errs...)
+	if err := errors.Join(errs...); err != nil {
+		return err
+	}
+	pos := 0
+	for i, r := range runs {
+		if r.n > 0 && r.phase != pos%len(d.batches) {
+			return fmt.Errorf("endpoint %d of %d starts with a batch that is not batch %d of the dataset: endpoints out of order, or batches lost or repeated",
+				i, len(fi.Endpoint), pos)
+		}
+		pos += r.n
+	}
+	if pos != d.count {
+		return fmt.Errorf("%d batches over %d endpoints, want the %d written", pos, len(fi.Endpoint), d.count)
+	}
+	return nil
 }
 
-func (d *flightData) getEndpoint(ctx context.Context, c flight.Client, ep *flight.FlightEndpoint, first, n int, ctr *phaseCounters) error {
+// batchRun is what one endpoint returned: n consecutive dataset batches,
+// the first of them at a position whose index modulo len(batches) is phase.
+type batchRun struct{ n, phase int }
+
+// phaseOf finds which of the distinct batches m is, or -1.
+func (d *flightData) phaseOf(header, body []byte) int {
+	for k, b := range d.batches {
+		if samePadded(header, b.header) && bytes.Equal(body, b.body) {
+			return k
+		}
+	}
+	return -1
+}
+
+func (d *flightData) getEndpoint(ctx context.Context, c flight.Client, ep *flight.FlightEndpoint, ctr *phaseCounters) (batchRun, error) {
+	var run batchRun
 	s, err := c.DoGet(ctx, ep.Ticket)
 	if err != nil {
-		return err
+		return run, err
 	}
 	seen := -1 // the schema comes first
 	for {
@@ -276,65 +364,71 @@ func (d *flightData) getEndpoint(ctx context.Context, c flight.Client, ep *fligh
 			break
 		}
 		if err != nil {
-			return err
+			return run, err
 		}
 		ctr.bytes.Add(int64(len(fd.DataHeader) + len(fd.DataBody)))
-		if seen < 0 {
+		switch {
+		case seen < 0:
 			if !samePadded(fd.DataHeader, d.schema) {
-				return errors.New("the first message is not the schema that was written")
+				return run, errors.New("the first message is not the schema that was written")
 			}
-		} else {
-			if seen >= n {
-				return fmt.Errorf("more than the %d batches written", n)
+		case seen >= d.count:
+			return run, fmt.Errorf("more than the %d batches written", d.count)
+		case seen == 0:
+			if run.phase = d.phaseOf(fd.DataHeader, fd.DataBody); run.phase < 0 {
+				return run, errors.New("the first batch is none of the batches written")
 			}
-			m := d.batch(first + seen)
+		default:
+			m := d.batch(run.phase + seen)
 			if !samePadded(fd.DataHeader, m.header) || !bytes.Equal(fd.DataBody, m.body) {
-				return fmt.Errorf("batch %d differs from the one written", first+seen)
+				return run, fmt.Errorf("batch %d of the endpoint differs from the one written at its place", seen)
 			}
+		}
+		if seen >= 0 {
 			ctr.records.Add(int64(d.rowsPerBatch))
 		}
 		seen++
 	}
-	if seen != n {
-		return fmt.Errorf("%d batches, want %d", max(seen, 0), n)
-	}
-	return nil
+	run.n = max(seen, 0)
+	return run, nil
 }
 
 // getEndpointByValue reads one endpoint that a proxy re-encoded and checks
 // each batch equals, value for value, the one written at its place. Bytes
 // are counted as written (uncompressed equivalents).
-func (d *flightData) getEndpointByValue(ctx context.Context, c flight.Client, ep *flight.FlightEndpoint, first, n int, ctr *phaseCounters) error {
+func (d *flightData) getEndpointByValue(ctx context.Context, c flight.Client, ep *flight.FlightEndpoint, ctr *phaseCounters) (batchRun, error) {
+	var run batchRun
 	s, err := c.DoGet(ctx, ep.Ticket)
 	if err != nil {
-		return err
+		return run, err
 	}
 	r, err := flight.NewRecordReader(s)
 	if err != nil {
-		return err
+		return run, err
 	}
 	defer r.Release()
-	seen := 0
 	for r.Next() {
-		if seen >= n {
-			return fmt.Errorf("more than the %d batches written", n)
+		rec := r.RecordBatch()
+		switch {
+		case run.n >= d.count:
+			return run, fmt.Errorf("more than the %d batches written", d.count)
+		case run.n == 0:
+			run.phase = slices.IndexFunc(d.records, func(w arrow.RecordBatch) bool { return array.RecordEqual(w, rec) })
+			if run.phase < 0 {
+				return run, errors.New("the first batch is none of the batches written")
+			}
+		case !array.RecordEqual(d.records[(run.phase+run.n)%len(d.records)], rec):
+			return run, fmt.Errorf("batch %d of the endpoint differs from the one written at its place", run.n)
 		}
-		i := first + seen
-		if !array.RecordEqual(d.records[i%len(d.records)], r.RecordBatch()) {
-			return fmt.Errorf("batch %d differs from the one written", i)
-		}
-		m := d.batch(i)
+		m := d.batch(run.phase + run.n)
 		ctr.bytes.Add(int64(len(m.header) + len(m.body)))
 		ctr.records.Add(int64(d.rowsPerBatch))
-		seen++
+		run.n++
 	}
 	if err := r.Err(); err != nil && !errors.Is(err, io.EOF) {
-		return err
+		return run, err
 	}
-	if seen != n {
-		return fmt.Errorf("%d batches, want %d", seen, n)
-	}
-	return nil
+	return run, nil
 }
 
 // samePadded tells whether got is want, allowing the zero padding to 8
@@ -353,26 +447,30 @@ func samePadded(got, want []byte) bool {
 
 // FlightRunOptions are how a flight run is carried out.
 type FlightRunOptions struct {
-	Binary     string // the pipemesh binary for the embedded service and proxy
+	// Binary is the pipemesh binary for the embedded service, proxy and
+	// baseline forwarder.
+	Binary     string
 	Progress   io.Writer
 	IsTerminal bool
 	Logger     *slog.Logger
 }
 
-// flightSetup is the service and proxy a run measures.
+// roleForwarder is the CPU role of the baseline TCP forwarder.
+const roleForwarder = "tcp forwarder"
+
+// flightSetup is the service, proxy and baseline forwarder a run measures.
 type flightSetup struct {
-	direct, proxy     string
-	server, proxyProc *child
-	proxyPID          int
-	dir               string
+	direct, proxy, baseline    string
+	server, proxyProc, forward *child
+	proxyPID                   int
+	dir                        string
 }
 
 func (s *flightSetup) close() {
-	if s.proxyProc != nil {
-		s.proxyProc.stop()
-	}
-	if s.server != nil {
-		s.server.stop()
+	for _, c := range []*child{s.forward, s.proxyProc, s.server} {
+		if c != nil {
+			c.stop()
+		}
 	}
 	if s.dir != "" {
 		os.RemoveAll(s.dir)
@@ -380,7 +478,7 @@ func (s *flightSetup) close() {
 }
 
 func (s *flightSetup) exited() error {
-	for _, c := range []*child{s.server, s.proxyProc} {
+	for _, c := range []*child{s.server, s.proxyProc, s.forward} {
 		if c != nil {
 			if err := c.exited(); err != nil {
 				return err
@@ -388,6 +486,29 @@ func (s *flightSetup) exited() error {
 		}
 	}
 	return nil
+}
+
+// startFlightChild starts binary with args(port) on a free port as the
+// process for role and waits until it answers Flight calls there; a port
+// taken meanwhile is retried.
+func startFlightChild(ctx context.Context, role, binary string, args func(port int) []string, log *slog.Logger) (*child, string, error) {
+	var lastErr error
+	for range 3 {
+		port, err := freePorts(1)
+		if err != nil {
+			return nil, "", err
+		}
+		addr := "127.0.0.1:" + strconv.Itoa(port)
+		c, err := startChild(role, binary, args(port), log)
+		if err != nil {
+			return nil, "", err
+		}
+		if lastErr = waitFlight(ctx, c, addr); lastErr == nil {
+			return c, addr, nil
+		}
+		c.stop()
+	}
+	return nil, "", lastErr
 }
 
 // startFlightSetup starts `pipemesh flight-server` and `pipemesh serve
@@ -401,47 +522,42 @@ func startFlightSetup(ctx context.Context, cfg FlightConfig, binary string, log 
 		return nil, err
 	}
 	s := &flightSetup{dir: dir}
-	start := func(role string, args func(port int) []string) (*child, string, error) {
-		var lastErr error
-		for range 3 {
-			port, err := freePorts(1)
-			if err != nil {
-				return nil, "", err
-			}
-			addr := "127.0.0.1:" + strconv.Itoa(port)
-			c, err := startChild(role, binary, args(port), log)
-			if err != nil {
-				return nil, "", err
-			}
-			if lastErr = waitFlight(ctx, c, addr); lastErr == nil {
-				return c, addr, nil
-			}
-			c.stop()
-		}
-		return nil, "", lastErr
-	}
-	s.server, s.direct, err = start("flight server", func(port int) []string {
+	s.server, s.direct, err = startFlightChild(ctx, "flight server", binary, func(port int) []string {
 		return []string{"flight-server", "--listen", "127.0.0.1:" + strconv.Itoa(port), "--data-dir", dir,
 			"--batches-per-chunk", strconv.Itoa(cfg.BatchesPerChunk), "--chunk-bytes", "2GiB", "--log-level", "warn"}
-	})
+	}, log)
 	if err != nil {
 		s.close()
 		return nil, err
 	}
-	s.proxyProc, s.proxy, err = start("proxy", func(port int) []string {
+	s.proxyProc, s.proxy, err = startFlightChild(ctx, "proxy", binary, func(port int) []string {
 		args := []string{"serve", "--flight-listen", "127.0.0.1:" + strconv.Itoa(port), "--flight-upstream", "grpc://" + s.direct,
 			"--admin-listen", "127.0.0.1:0", "--log-level", "warn"}
 		if cfg.ProxyCompress != "" {
 			args = append(args, "--flight-compress", "bench/="+cfg.ProxyCompress)
 		}
 		return args
-	})
+	}, log)
 	if err != nil {
 		s.close()
 		return nil, err
 	}
 	s.proxyPID = s.proxyProc.pid()
 	return s, nil
+}
+
+// startForwarder starts `pipemesh bench tcp-forward` in front of the Flight
+// service at s.direct, the baseline of --baseline tcp.
+func (s *flightSetup) startForwarder(ctx context.Context, cfg FlightConfig, binary string, log *slog.Logger) error {
+	if binary == "" {
+		return errors.New("benchmarks: no pipemesh binary to start the baseline TCP forwarder with")
+	}
+	var err error
+	s.forward, s.baseline, err = startFlightChild(ctx, roleForwarder, binary, func(port int) []string {
+		return []string{"bench", "tcp-forward", "--listen", "127.0.0.1:" + strconv.Itoa(port), "--upstream", s.direct,
+			"--buffer", strconv.Itoa(cfg.BaselineBuffer), "--log-level", "warn"}
+	}, log)
+	return err
 }
 
 // waitFlight waits until addr answers ListActions, or c exits.
@@ -480,8 +596,9 @@ func dialBenchFlight(addr string) (flight.Client, error) {
 		grpc.WithReadBufferSize(256<<10), grpc.WithWriteBufferSize(256<<10))
 }
 
-// RunFlight measures DoGet and DoPut direct against proxied, rounds
-// alternating, checking every batch of every round.
+// RunFlight measures DoGet and DoPut direct against proxied (and through
+// the baseline forwarder with cfg.Baseline), rounds alternating, checking
+// every batch of every round.
 func RunFlight(ctx context.Context, cfg FlightConfig, opts FlightRunOptions) (*FlightReport, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
@@ -501,9 +618,18 @@ func RunFlight(ctx context.Context, cfg FlightConfig, opts FlightRunOptions) (*F
 		}
 	}
 	defer setup.close()
+	modes := []Mode{Direct, Proxied}
+	addrs := map[Mode]string{Direct: setup.direct, Proxied: setup.proxy}
+	if cfg.Baseline != "" {
+		if err := setup.startForwarder(ctx, cfg, opts.Binary, log); err != nil {
+			return nil, err
+		}
+		modes = []Mode{Direct, Baseline, Proxied}
+		addrs[Baseline] = setup.baseline
+	}
 	clients := map[Mode]flight.Client{}
-	for mode, addr := range map[Mode]string{Direct: setup.direct, Proxied: setup.proxy} {
-		c, err := dialBenchFlight(addr)
+	for _, mode := range modes {
+		c, err := dialBenchFlight(addrs[mode])
 		if err != nil {
 			return nil, err
 		}
@@ -511,19 +637,16 @@ func RunFlight(ctx context.Context, cfg FlightConfig, opts FlightRunOptions) (*F
 		clients[mode] = c
 	}
 	var sources []cpuSource
-	if setup.proxyPID != 0 {
-		pid := setup.proxyPID
-		sources = append(sources, cpuSource{role: roleProxy, read: func() cpuReading { return procCPU(pid) }})
-	}
-	if setup.server != nil {
-		pid := setup.server.pid()
-		sources = append(sources, cpuSource{role: "flight server", read: func() cpuReading { return procCPU(pid) }})
+	for role, pid := range map[string]int{roleProxy: setup.proxyPID, roleForwarder: setup.forward.pidOrZero(), "flight server": setup.server.pidOrZero()} {
+		if pid != 0 {
+			sources = append(sources, cpuSource{role: role, read: func() cpuReading { return procCPU(pid) }})
+		}
 	}
 	sources = append(sources, cpuSource{role: roleClients, read: selfCPU})
 
-	// Phases: the shared dataset's DoPut, then a get and a put per round,
-	// warm-up rounds included.
-	pr := newProgress(opts.Progress, opts.IsTerminal, 1+4*(cfg.Rounds+1))
+	// Phases: the shared dataset's DoPut, then a get and a put per round
+	// and mode, warm-up rounds included.
+	pr := newProgress(opts.Progress, opts.IsTerminal, 1+2*len(modes)*(cfg.Rounds+1))
 	defer pr.close()
 	pr.note("dataset: %d batches of %d rows, %.2f GB, compression %s", data.count, cfg.BatchRows, float64(data.bytes)/1e9, cfg.Compression)
 	ctr := &phaseCounters{}
@@ -535,7 +658,7 @@ func RunFlight(ctx context.Context, cfg FlightConfig, opts FlightRunOptions) (*F
 
 	rep := &FlightReport{Config: cfg}
 	for i := -1; i < cfg.Rounds; i++ { // round -1 is the warm-up, left out
-		for _, mode := range []Mode{Direct, Proxied} {
+		for _, mode := range modes {
 			if err := setup.exited(); err != nil {
 				return rep, err
 			}
@@ -557,22 +680,41 @@ func RunFlight(ctx context.Context, cfg FlightConfig, opts FlightRunOptions) (*F
 	return rep, nil
 }
 
+// pidOrZero is c's process id, or 0 when c was not started.
+func (c *child) pidOrZero() int {
+	if c == nil {
+		return 0
+	}
+	return c.pid()
+}
+
+// modeLabel names a mode in progress lines.
+func modeLabel(m Mode) string {
+	if m == Baseline {
+		return "tcp-forward"
+	}
+	return string(m)
+}
+
 func runFlightRound(ctx context.Context, cfg FlightConfig, data *flightData, c flight.Client, mode Mode, i int, sources []cpuSource, pr *progress) FlightRound {
 	rd := FlightRound{Mode: mode, Index: i}
-	label := fmt.Sprintf("%s round %d", mode, i+1)
+	label := fmt.Sprintf("%s round %d", modeLabel(mode), i+1)
 	if i < 0 {
-		label = string(mode) + " warm-up"
+		label = modeLabel(mode) + " warm-up"
 	}
+	// The process between the clients and the service, whose CPU per GB
+	// the round reports.
+	middle := map[Mode]string{Proxied: roleProxy, Baseline: roleForwarder}[mode]
 	win := newCPUWindow(sources, nil)
 
 	ctr := &phaseCounters{}
 	pr.begin(label, "get", int64(data.count*data.rowsPerBatch), 0, ctr)
 	win.begin()
 	byValue := mode == Proxied && cfg.ProxyCompress != ""
-	err := data.get(ctx, c, "data", cfg.Streams, cfg.BatchesPerChunk, byValue, ctr)
+	err := data.get(ctx, c, "data", cfg.Streams, byValue, ctr)
 	win.end()
 	getWall := win.wall
-	getProxyCPU := win.seconds[roleProxy]
+	getMiddleCPU := win.seconds[middle]
 	if err != nil {
 		rd.Error = "DoGet: " + err.Error()
 		pr.end("DoGet failed: " + err.Error())
@@ -593,7 +735,7 @@ func runFlightRound(ctx context.Context, cfg FlightConfig, data *flightData, c f
 	win.end()
 	if err == nil {
 		// Read it back (unmeasured) to check the put stored every batch.
-		err = data.get(ctx, c, path, cfg.Streams, cfg.BatchesPerChunk, byValue, &phaseCounters{})
+		err = data.get(ctx, c, path, cfg.Streams, byValue, &phaseCounters{})
 	}
 	if s, derr := c.DoAction(ctx, &flight.Action{Type: "delete", Body: []byte("bench/" + path)}); derr == nil {
 		for derr == nil {
@@ -608,12 +750,13 @@ func runFlightRound(ctx context.Context, cfg FlightConfig, data *flightData, c f
 	rd.PutGBPerSec = float64(data.bytes) / 1e9 / (win.wall - getWall).Seconds()
 	rd.Bytes = 2 * data.bytes
 	rd.CPUSeconds = win.seconds
-	if mode == Proxied {
-		if s, ok := win.seconds[roleProxy]; ok {
-			gb := float64(data.bytes) / 1e9
-			rd.ProxyCPUPerGB = s / (2 * gb)
-			rd.GetProxyCPUPerGB = getProxyCPU / gb
-			rd.PutProxyCPUPerGB = (s - getProxyCPU) / gb
+	if s, ok := win.seconds[middle]; ok && middle != "" {
+		gb := float64(data.bytes) / 1e9
+		all, get, put := s/(2*gb), getMiddleCPU/gb, (s-getMiddleCPU)/gb
+		if mode == Proxied {
+			rd.ProxyCPUPerGB, rd.GetProxyCPUPerGB, rd.PutProxyCPUPerGB = all, get, put
+		} else {
+			rd.ForwarderCPUPerGB, rd.GetForwarderCPUPerGB, rd.PutForwarderCPUPerGB = all, get, put
 		}
 	}
 	rd.Verified = true
@@ -622,40 +765,84 @@ func runFlightRound(ctx context.Context, cfg FlightConfig, data *flightData, c f
 }
 
 func (r *FlightReport) summarize() {
-	var get, put [2][]float64
-	var cpu, getCPU, putCPU []float64
+	get, put := map[Mode][]float64{}, map[Mode][]float64{}
+	var cpu, getCPU, putCPU [2][]float64 // proxy, forwarder
 	for _, rd := range r.Rounds {
 		if !rd.Verified {
 			continue
 		}
-		k := 0
-		if rd.Mode == Proxied {
-			k = 1
-			if rd.ProxyCPUPerGB > 0 {
-				cpu = append(cpu, rd.ProxyCPUPerGB)
-				getCPU = append(getCPU, rd.GetProxyCPUPerGB)
-				putCPU = append(putCPU, rd.PutProxyCPUPerGB)
-			}
+		get[rd.Mode] = append(get[rd.Mode], rd.GetGBPerSec)
+		put[rd.Mode] = append(put[rd.Mode], rd.PutGBPerSec)
+		if rd.ProxyCPUPerGB > 0 {
+			cpu[0] = append(cpu[0], rd.ProxyCPUPerGB)
+			getCPU[0] = append(getCPU[0], rd.GetProxyCPUPerGB)
+			putCPU[0] = append(putCPU[0], rd.PutProxyCPUPerGB)
 		}
-		get[k] = append(get[k], rd.GetGBPerSec)
-		put[k] = append(put[k], rd.PutGBPerSec)
-	}
-	cmp := func(v [2][]float64) Compare {
-		c := Compare{Direct: statOf(v[0]), Proxied: statOf(v[1])}
-		if c.Direct.Median > 0 {
-			c.Ratio = c.Proxied.Median / c.Direct.Median
+		if rd.ForwarderCPUPerGB > 0 {
+			cpu[1] = append(cpu[1], rd.ForwarderCPUPerGB)
+			getCPU[1] = append(getCPU[1], rd.GetForwarderCPUPerGB)
+			putCPU[1] = append(putCPU[1], rd.PutForwarderCPUPerGB)
 		}
-		return c
 	}
-	r.Get, r.Put, r.ProxyCPUPerGB = cmp(get), cmp(put), statOf(cpu)
-	r.GetProxyCPUPerGB, r.PutProxyCPUPerGB = statOf(getCPU), statOf(putCPU)
+	r.Get, r.Put = compareModes(get, Direct, Proxied), compareModes(put, Direct, Proxied)
+	r.ProxyCPUPerGB, r.GetProxyCPUPerGB, r.PutProxyCPUPerGB = statOf(cpu[0]), statOf(getCPU[0]), statOf(putCPU[0])
+	if r.Config.Baseline == "" {
+		return
+	}
+	b := &FlightBaseline{Kind: r.Config.Baseline, BufferBytes: r.Config.BaselineBuffer,
+		CPUPerGB: statOf(cpu[1]), GetCPUPerGB: statOf(getCPU[1]), PutCPUPerGB: statOf(putCPU[1])}
+	g, p := compareModes(get, Direct, Baseline), compareModes(put, Direct, Baseline)
+	b.GetGBPerSec, b.PutGBPerSec, b.GetRatio, b.PutRatio = g.Proxied, p.Proxied, g.Ratio, p.Ratio
+	b.GetProxiedRatio = compareModes(get, Baseline, Proxied).Ratio
+	b.PutProxiedRatio = compareModes(put, Baseline, Proxied).Ratio
+	r.Baseline = b
+}
+
+// compareModes sets mode b's figures beside mode a's: a in Direct, b in
+// Proxied, Ratio the median of b over the median of a.
+func compareModes(v map[Mode][]float64, a, b Mode) Compare {
+	c := Compare{Direct: statOf(v[a]), Proxied: statOf(v[b])}
+	if c.Direct.Median > 0 {
+		c.Ratio = c.Proxied.Median / c.Direct.Median
+	}
+	return c
 }
 
 // WriteFlightTable writes the run's summary as a text table.
 func WriteFlightTable(w io.Writer, r *FlightReport) error {
+	var err error
+	if r.Baseline == nil {
+		err = writeFlightPairTable(w, r)
+	} else {
+		err = writeFlightBaselineTable(w, r)
+	}
+	if err != nil {
+		return err
+	}
+	_, err = fmt.Fprintf(w, "\nmedians of %d rounds per mode, alternated; %.2f GB per phase, %s, %d stream(s); every batch checked\n",
+		r.Config.Rounds, float64(r.Config.Bytes)/1e9, r.Config.Compression, r.Config.Streams)
+	if err == nil && r.Baseline != nil {
+		how := "splice(2)"
+		if r.Baseline.BufferBytes > 0 {
+			how = fmt.Sprintf("a %d-byte read/write buffer", r.Baseline.BufferBytes)
+		}
+		_, err = fmt.Fprintf(w, "tcp-forward: a plain TCP forwarder (pipemesh bench tcp-forward, %s) in front of the Flight service;\n"+
+			"CPU-s per GB: the forwarder's or the proxy's own CPU seconds per GB moved\n", how)
+	}
+	if err == nil && r.Config.ProxyCompress != "" {
+		_, err = fmt.Fprintf(w, "the proxy re-encoded proxied DoGet streams with %s; GB/s counts the bytes as written\n", r.Config.ProxyCompress)
+	}
+	return err
+}
+
+// withSpread formats a median with its spread.
+func withSpread(s Stat) string { return sig3(s.Median) + " (" + spreadText(s) + ")" }
+
+// writeFlightPairTable is the table of a run without a baseline: direct
+// and proxied.
+func writeFlightPairTable(w io.Writer, r *FlightReport) error {
 	row := func(name string, c Compare) string {
-		return fmt.Sprintf("%-22s %-18s %-18s %s\n", name,
-			sig3(c.Direct.Median)+" ("+spreadText(c.Direct)+")", sig3(c.Proxied.Median)+" ("+spreadText(c.Proxied)+")", ratioText(c))
+		return fmt.Sprintf("%-22s %-18s %-18s %s\n", name, withSpread(c.Direct), withSpread(c.Proxied), ratioText(c))
 	}
 	cpuRow := func(name string, s Stat) string {
 		return fmt.Sprintf("%-22s %-18s %s\n", name, "", cpuPerGBText(s))
@@ -665,13 +852,34 @@ func WriteFlightTable(w io.Writer, r *FlightReport) error {
 		row("DoGet GB/s", r.Get), row("DoPut GB/s", r.Put),
 		cpuRow("proxy CPU-s per GB", r.ProxyCPUPerGB),
 		cpuRow("  DoGet", r.GetProxyCPUPerGB), cpuRow("  DoPut", r.PutProxyCPUPerGB))
-	if err != nil {
-		return err
+	return err
+}
+
+// writeFlightBaselineTable is the table of a run with the tcp-forward
+// baseline: direct, tcp-forward and proxied, and the ratios between them.
+func writeFlightBaselineTable(w io.Writer, r *FlightReport) error {
+	b := r.Baseline
+	const head = "%-14s %-16s %-16s %-16s %-11s %-15s %s\n"
+	row := func(name string, direct, base, prox Stat, baseRatio, proxRatio, proxBase float64) string {
+		ratio := func(num, den Stat, v float64) string {
+			return ratioText(Compare{Direct: den, Proxied: num, Ratio: v})
+		}
+		return fmt.Sprintf(head, name, withSpread(direct), withSpread(base), withSpread(prox),
+			ratio(base, direct, baseRatio), ratio(prox, direct, proxRatio), ratio(prox, base, proxBase))
 	}
-	_, err = fmt.Fprintf(w, "\nmedians of %d rounds per mode, alternated; %.2f GB per phase, %s, %d stream(s); every batch checked\n",
-		r.Config.Rounds, float64(r.Config.Bytes)/1e9, r.Config.Compression, r.Config.Streams)
-	if err == nil && r.Config.ProxyCompress != "" {
-		_, err = fmt.Fprintf(w, "the proxy re-encoded proxied DoGet streams with %s; GB/s counts the bytes as written\n", r.Config.ProxyCompress)
+	cpuRow := func(name string, base, prox Stat) string {
+		ratio := "n/a"
+		if base.Median > 0 && prox.Median > 0 {
+			ratio = sig3(prox.Median / base.Median)
+		}
+		return fmt.Sprintf(head, name, "", cpuPerGBText(base), cpuPerGBText(prox), "", "", ratio)
 	}
+	_, err := fmt.Fprint(w,
+		fmt.Sprintf(head, "", "direct", "tcp-forward", "proxied", "tcp/direct", "proxied/direct", "proxied/tcp"),
+		row("DoGet GB/s", r.Get.Direct, b.GetGBPerSec, r.Get.Proxied, b.GetRatio, r.Get.Ratio, b.GetProxiedRatio),
+		row("DoPut GB/s", r.Put.Direct, b.PutGBPerSec, r.Put.Proxied, b.PutRatio, r.Put.Ratio, b.PutProxiedRatio),
+		cpuRow("CPU-s per GB", b.CPUPerGB, r.ProxyCPUPerGB),
+		cpuRow("  DoGet", b.GetCPUPerGB, r.GetProxyCPUPerGB),
+		cpuRow("  DoPut", b.PutCPUPerGB, r.PutProxyCPUPerGB))
 	return err
 }

@@ -2,13 +2,17 @@ package benchmarks
 
 import "time"
 
-// Mode says whether a round went direct to the brokers or through the proxy.
+// Mode says whether a round went direct to the brokers or through the proxy
+// (or, for bench flight --baseline, through the reference forwarder).
 type Mode string
 
-// The two modes of a round.
+// The modes of a round.
 const (
 	Direct  Mode = "direct"
 	Proxied Mode = "proxied"
+	// Baseline rounds go through a plain TCP forwarder (bench flight
+	// --baseline tcp): the cost of a second hop that does nothing else.
+	Baseline Mode = "baseline"
 )
 
 // Round is the measurement of one workload run in one mode.

@@ -23,8 +23,13 @@ Benchmarks:
   kafka     Kafka produce and consume throughput, produce latency and proxy CPU,
             direct vs proxied
   flight    Arrow Flight DoGet and DoPut throughput and proxy CPU, direct vs proxied
+            (--baseline tcp adds a plain TCP forwarder as the L4 reference)
 
-Run 'pipemesh bench kafka --help' (or flight) for what it measures and its flags.
+Helpers:
+  tcp-forward
+            a plain TCP forwarder (splice(2)), the reference --baseline tcp starts
+
+Run 'pipemesh bench kafka --help' (or flight, tcp-forward) for what it measures and its flags.
 `
 
 const benchKafkaAbout = `Measure Kafka throughput and latency direct to the brokers and through the
@@ -92,6 +97,8 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		return runBenchKafka(ctx, args[1:], stdout, stderr)
 	case "flight":
 		return runBenchFlight(ctx, args[1:], stdout, stderr)
+	case "tcp-forward":
+		return runBenchTCPForward(ctx, args[1:], stdout, stderr)
 	}
 	fmt.Fprintf(stderr, "pipemesh bench: unknown benchmark %q\n\n%s", args[0], benchUsage)
 	return errUsage

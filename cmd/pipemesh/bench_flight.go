@@ -32,10 +32,23 @@ alternating after one warm-up round of each:
   proxy CPU-s/GB   the proxy process's CPU seconds per GB moved, get plus put
 The table gives the median of each mode, its spread, and proxied/direct.
 
+--baseline tcp adds a third mode, the layer-4 reference: 'pipemesh bench
+tcp-forward', a plain TCP forwarder (splice(2), or --baseline-buffer), runs as
+one more child process in front of the Flight service (in front of --direct
+when given), and rounds alternate direct, tcp-forward, proxied. The table then
+also gives the forwarder's GB/s and CPU-s/GB, tcp/direct (what a bare second
+hop keeps) and proxied/tcp (above 1: the proxy beats the plain forwarder).
+
+The service decides how the dataset is cut into endpoints; the check follows
+its GetFlightInfo (each endpoint must continue where the one before ended), so
+--direct may be a 'pipemesh flight-server' with any --batches-per-chunk and
+--chunk-bytes.
+
 Examples:
   pipemesh bench flight
   pipemesh bench flight --bytes 1GiB --compression lz4 --streams 2
   pipemesh bench flight --proxy-compress zstd
+  pipemesh bench flight --bytes 1GiB --baseline tcp
   pipemesh bench flight --direct 127.0.0.1:8815 --proxy 127.0.0.1:18815 --proxy-pid 4242`
 
 func runBenchFlight(ctx context.Context, args []string, stdout, stderr io.Writer) error {
@@ -51,6 +64,8 @@ func runBenchFlight(ctx context.Context, args []string, stdout, stderr io.Writer
 	fs.StringVar(&cfg.Direct, "direct", "", "`host:port` of an existing Flight service to measure (with --proxy)")
 	fs.StringVar(&cfg.Proxy, "proxy", "", "`host:port` of a Flight proxy in front of --direct (with --direct)")
 	fs.IntVar(&cfg.ProxyPID, "proxy-pid", 0, "`pid` of the --proxy process, to measure its CPU (Linux)")
+	fs.StringVar(&cfg.Baseline, "baseline", "", "`kind` of reference to measure too: tcp, a plain TCP forwarder in front of the Flight service (off by default)")
+	baselineBuf := fs.String("baseline-buffer", "0", "with --baseline tcp: the forwarder copies through a read/write buffer of this `size` instead of splice(2); 0: splice")
 	jsonPath := fs.String("json", "", "write every round and the summary as JSON to `file`")
 	if err := parseFlags(fs, args); err != nil {
 		return err
@@ -60,6 +75,14 @@ func runBenchFlight(ctx context.Context, args []string, stdout, stderr io.Writer
 		return fmt.Errorf("--bytes: %w", err)
 	}
 	cfg.Bytes = n
+	if cfg.Baseline == "none" {
+		cfg.Baseline = ""
+	}
+	buf, err := config.ParseBytes(*baselineBuf)
+	if err != nil || buf > 64<<20 {
+		return fmt.Errorf("--baseline-buffer %q: want 0 (splice) or a size up to 64MiB", *baselineBuf)
+	}
+	cfg.BaselineBuffer = int(buf)
 	if err := cfg.Validate(); err != nil {
 		return err
 	}
@@ -69,9 +92,9 @@ func runBenchFlight(ctx context.Context, args []string, stdout, stderr io.Writer
 			opts.IsTerminal = true
 		}
 	}
-	if cfg.Direct == "" {
+	if cfg.Direct == "" || cfg.Baseline != "" {
 		if opts.Binary, err = executable(); err != nil {
-			return fmt.Errorf("finding the pipemesh binary to start the Flight service and proxy: %w", err)
+			return fmt.Errorf("finding the pipemesh binary to start the Flight service, proxy or forwarder: %w", err)
 		}
 	}
 	rep, runErr := benchmarks.RunFlight(ctx, cfg, opts)
