@@ -1,6 +1,8 @@
 package flightproxy
 
 import (
+	"github.com/pipemesh/pipemesh/internal/h2relay"
+
 	"strings"
 
 	"google.golang.org/grpc/metadata"
@@ -16,7 +18,7 @@ next:
 	for k, v := range md {
 		switch {
 		case strings.HasPrefix(k, ":"), strings.HasPrefix(k, "grpc-"),
-			k == "content-type", k == "user-agent", k == "te", k == "host", k == "connection":
+			k == "content-type", k == "user-agent", k == "te", k == "host", k == "connection", k == h2relay.TokenHeader:
 			continue
 		}
 		for _, d := range drop {

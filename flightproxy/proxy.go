@@ -12,6 +12,8 @@
 package flightproxy
 
 import (
+	"github.com/pipemesh/pipemesh/internal/h2relay"
+
 	"context"
 	"crypto/rand"
 	"crypto/tls"
@@ -26,7 +28,6 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/connectivity"
-	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/experimental"
 
 	"github.com/pipemesh/pipemesh/policy"
@@ -154,6 +155,8 @@ type Proxy struct {
 	advertise string
 	ln        net.Listener
 	server    *grpc.Server
+	relay     *h2relay.Relay
+	backend   *backendListener
 	closeOnce sync.Once
 	auditLog  *policy.AuditLog
 	logins    *loginLimiter
@@ -204,10 +207,18 @@ func New(cfg Config) (*Proxy, error) {
 		grpc.WriteBufferSize(256 << 10),
 		grpc.ReadBufferSize(256 << 10),
 	}
-	if cfg.TLS != nil {
-		serverOpts = append(serverOpts, grpc.Creds(credentials.NewTLS(cfg.TLS)))
-	}
+	// The relay terminates TLS; the gRPC server behind it reads the
+	// client's TLS state from relayCreds.
+	serverOpts = append(serverOpts, grpc.Creds(relayCreds{secure: cfg.TLS != nil}))
 	p.server = grpc.NewServer(serverOpts...)
+	p.backend = newBackendListener(&net.UnixAddr{Name: "pipemesh-flight-relay", Net: "unix"})
+	p.relay = h2relay.New(h2relay.Config{
+		Backend:      p.backend.dial,
+		StreamWindow: cfg.StreamWindow,
+		ConnWindow:   cfg.ConnWindow,
+		Hold:         func(path string) bool { return path == "/"+flightService+"/DoPut" },
+		Logger:       p.log,
+	})
 	p.server.RegisterService(p.serviceDesc(), p)
 	return p, nil
 }
@@ -275,21 +286,50 @@ func (p *Proxy) Serve(ctx context.Context) error {
 		return err
 	}
 	defer p.router.close()
+	served := make(chan error, 1)
+	go func() { served <- p.server.Serve(p.backend) }()
+	var conns sync.WaitGroup
+	connCtx, cancelConns := context.WithCancel(context.Background())
+	defer cancelConns()
 	stopped := make(chan struct{})
 	stop := context.AfterFunc(ctx, func() {
 		defer close(stopped)
-		t := time.AfterFunc(10*time.Second, p.server.Stop)
+		_ = p.ln.Close()
+		t := time.AfterFunc(10*time.Second, func() {
+			p.server.Stop()
+			cancelConns()
+		})
 		defer t.Stop()
 		p.server.GracefulStop()
 	})
 	p.log.Info("serving Arrow Flight", "listen", p.Addr(), "advertise", p.advertise, "upstreams", len(p.cfg.Upstreams))
-	err := p.server.Serve(p.ln)
+	var err error
+	for {
+		nc, aerr := p.ln.Accept()
+		if aerr != nil {
+			if ctx.Err() == nil {
+				err = aerr
+			}
+			break
+		}
+		conns.Add(1)
+		go func() {
+			defer conns.Done()
+			p.serveConn(connCtx, nc)
+		}()
+	}
 	if stop() {
-		// Serve ended on its own (listener failure): nothing to wait for.
+		// The listener failed on its own: nothing to wait for.
 		close(stopped)
+		p.server.Stop()
 	}
 	<-stopped
-	if err != nil && !errors.Is(err, grpc.ErrServerStopped) {
+	cancelConns()
+	conns.Wait()
+	if serr := <-served; serr != nil && !errors.Is(serr, grpc.ErrServerStopped) && err == nil {
+		err = serr
+	}
+	if err != nil && !errors.Is(err, net.ErrClosed) {
 		return fmt.Errorf("flightproxy: %w", err)
 	}
 	return nil
