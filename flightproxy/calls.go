@@ -371,6 +371,18 @@ func (p *Proxy) doGet(c *call) error {
 		return err
 	}
 	defer release()
+	if st := p.relayStream(c); st != nil && p.compressionFor(dataset) == Passthrough {
+		if _, _, ok := spliceTarget(rt, location); ok {
+			msg, err := ticketMessage(inner)
+			if err != nil {
+				return status.Errorf(codes.Internal, "pipemesh: %v", err)
+			}
+			e := p.metrics.edge(c, dataset, Read)
+			err = p.splice(c, st, rt, location, msg, true, e, nil, rate)
+			p.report(e, status.Code(err))
+			return err
+		}
+	}
 	conn, err := p.router.connFor(rt, location)
 	if err != nil {
 		p.log.Warn("cannot dial the location of a ticket", "route", rt.Name, "error", err)
@@ -399,6 +411,12 @@ func (p *Proxy) doPut(c *call) error      { return p.dataStream(c, false) }
 func (p *Proxy) doExchange(c *call) error { return p.dataStream(c, true) }
 
 func (p *Proxy) dataStream(c *call, exchange bool) error {
+	// The relay holds a DoPut's data after its first message until this
+	// handler splices the call or lets the data come through gRPC.
+	st := p.relayStream(c)
+	if st != nil {
+		defer st.Release()
+	}
 	first := &frame{}
 	if err := c.ss.RecvMsg(first); err != nil {
 		return err
@@ -433,6 +451,18 @@ func (p *Proxy) dataStream(c *call, exchange bool) error {
 		return err
 	}
 	defer release()
+	if _, _, ok := spliceTarget(rt, ""); ok && st != nil && !exchange {
+		up := p.metrics.edge(c, dataset, Write)
+		up.count(first)
+		msg := first.data.Materialize()
+		first.free()
+		err := p.splice(c, st, rt, "", msg, false, nil, up, rate)
+		p.report(up, status.Code(err))
+		return err
+	}
+	if st != nil {
+		st.Release()
+	}
 	ctx, cancel := context.WithCancel(c.ctx)
 	defer cancel()
 	cs, err := rt.conn.NewStream(ctx, bidiDesc, c.fullMethod())

@@ -64,6 +64,9 @@ type Config struct {
 	// TicketKey signs the tickets the proxy issues. Replicas behind one
 	// address need the same key; default: a random key per process.
 	TicketKey []byte
+	// NoSplice serves DoGet and DoPut data through gRPC's message path
+	// instead of splicing it through the relay (for comparison; slower).
+	NoSplice bool
 	// TLS, when set, serves clients over TLS; with ClientAuth requiring
 	// verified certificates and Identity set, the certificate's common name
 	// is the principal (mTLS).

@@ -20,6 +20,9 @@ type conn struct {
 	sess   *session
 	nc     net.Conn
 	client bool   // the relay is the HTTP/2 client here
+	// dedicated: the connection carries one stream at a time (upstreams),
+	// so its reader may wait for the destination's windows.
+	dedicated bool
 	kind   string // "client", "backend" or "upstream", for logs and errors
 	log    *slog.Logger
 
@@ -36,6 +39,7 @@ type conn struct {
 	maxPeer  uint32 // highest stream id the peer opened (server side)
 
 	mu       sync.Mutex
+	cond     *sync.Cond // on mu: windows grew, a gate opened, a stream or the connection ended
 	enc      *hpack.Encoder
 	encBuf   bytes.Buffer
 	out      net.Buffers
@@ -45,7 +49,11 @@ type conn struct {
 	sendWin  int64 // connection-level send window
 	peerInit int64 // the peer's SETTINGS_INITIAL_WINDOW_SIZE
 	peerMax  int   // the peer's SETTINGS_MAX_FRAME_SIZE
-	recvInit int64 // the stream window the relay advertised
+	recvInit int64 // the initial stream window the relay advertised
+	// streamWin is the window a stream gets: recvInit, or on the client's
+	// connection a WINDOW_UPDATE right after it opens, except for streams
+	// the relay holds or mirrors (see stream.mirror).
+	streamWin int64
 	recvConn int64 // the connection window the relay advertised
 	recvLeft int64 // what the peer may still send on the connection
 	unacked  int64 // delivered connection bytes not yet credited
@@ -72,13 +80,15 @@ func newConn(sess *session, nc net.Conn, client bool, kind string, streamWin, co
 		sendWin:  defaultWindow,
 		peerInit: defaultWindow,
 		peerMax:  defaultMaxFrame,
-		recvInit: int64(streamWin),
+		recvInit:  int64(streamWin),
+		streamWin: int64(streamWin),
 		recvConn: int64(connWin),
 		recvLeft: defaultWindow,
 		streams:  map[uint32]*stream{},
 		nextID:   1,
 		done:     make(chan struct{}),
 	}
+	c.cond = sync.NewCond(&c.mu)
 	c.enc = hpack.NewEncoder(&c.encBuf)
 	c.dec = hpack.NewDecoder(4096, nil)
 	c.dec.SetMaxStringLength(maxHeaderBlock)
@@ -220,6 +230,7 @@ func (c *conn) failLocked(err error) {
 	c.closed, c.err = true, err
 	_ = c.nc.Close()
 	close(c.done)
+	c.cond.Broadcast()
 }
 
 // close ends the connection, telling the peer with GOAWAY first when
@@ -247,7 +258,7 @@ func (c *conn) close(err error, goaway *connError) {
 
 // newStreamLocked registers a stream the relay opens (client side).
 func (c *conn) newStreamLocked(id uint32) *stream {
-	s := &stream{c: c, id: id, sendWin: c.peerInit, recvLeft: c.recvInit}
+	s := &stream{c: c, id: id, sendWin: c.peerInit, recvLeft: c.recvInit, window: c.recvInit}
 	c.streams[id] = s
 	return s
 }
@@ -344,11 +355,14 @@ func (c *conn) creditLocked(s *stream, n int) {
 		c.recvLeft += c.unacked
 		c.unacked = 0
 	}
-	if s == nil || s.endIn || s.reset {
+	if s == nil || s.endIn || s.reset || s.mirror {
 		return
 	}
 	s.unacked += int64(n)
-	if s.unacked >= c.recvInit/4 {
+	if s.mirror {
+		return // the upstream's window updates are the client's (Pump)
+	}
+	if s.unacked >= s.window/4 {
 		c.windowUpdateLocked(s.id, s.unacked)
 		s.recvLeft += s.unacked
 		s.unacked = 0
@@ -443,6 +457,8 @@ func (c *conn) onSettings(fh frameHeader, p []byte) error {
 	}
 	c.mu.Lock()
 	grew := false
+	var mirrors []*stream
+	var mirrorDelta int64
 	for ; len(p) > 0; p = p[6:] {
 		v := binary.BigEndian.Uint32(p[2:])
 		switch binary.BigEndian.Uint16(p) {
@@ -455,6 +471,10 @@ func (c *conn) onSettings(fh frameHeader, p []byte) error {
 			c.peerInit = int64(v)
 			for _, s := range c.streams {
 				s.sendWin += delta
+				if s.mirrorTo != nil && delta > 0 {
+					mirrors = append(mirrors, s.mirrorTo)
+					mirrorDelta = delta
+				}
 			}
 			grew = grew || delta > 0
 		case settingMaxFrameSize:
@@ -471,10 +491,14 @@ func (c *conn) onSettings(fh frameHeader, p []byte) error {
 	var credits []credit
 	if grew {
 		credits = c.drainAllLocked(nil)
+		c.cond.Broadcast()
 	}
 	_ = c.flushLocked()
 	c.mu.Unlock()
 	applyCredits(credits)
+	for _, m := range mirrors {
+		m.grant(mirrorDelta)
+	}
 	return nil
 }
 
@@ -485,6 +509,7 @@ func (c *conn) onWindowUpdate(fh frameHeader, p []byte) error {
 	inc := int64(binary.BigEndian.Uint32(p) & (1<<31 - 1))
 	c.mu.Lock()
 	var credits []credit
+	var mirror *stream
 	if fh.streamID == 0 {
 		if c.sendWin += inc; c.sendWin > maxWindow {
 			c.mu.Unlock()
@@ -494,10 +519,15 @@ func (c *conn) onWindowUpdate(fh frameHeader, p []byte) error {
 	} else if s := c.streams[fh.streamID]; s != nil {
 		s.sendWin += inc
 		credits = s.drainLocked(nil)
+		mirror = s.mirrorTo
 	}
+	c.cond.Broadcast()
 	_ = c.flushLocked()
 	c.mu.Unlock()
 	applyCredits(credits)
+	if mirror != nil {
+		mirror.grant(inc)
+	}
 	return nil
 }
 

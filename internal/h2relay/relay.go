@@ -71,9 +71,14 @@ type session struct {
 	client  *conn
 	backend *conn
 
-	mu  sync.Mutex
-	ups map[string]*conn
+	mu   sync.Mutex
+	ups  map[*conn]struct{} // every open upstream connection
+	idle map[string][]*conn // by address: upstream connections without a stream
 }
+
+// maxIdleUpstreams bounds the idle upstream connections a session keeps
+// per address for its next spliced calls.
+const maxIdleUpstreams = 4
 
 // ServeConn relays one client connection (TLS already terminated) until it
 // ends or ctx is done.
@@ -83,8 +88,11 @@ func (r *Relay) ServeConn(ctx context.Context, nc net.Conn) error {
 		_ = nc.Close()
 		return fmt.Errorf("h2relay: connect to the backend: %w", err)
 	}
-	s := &session{relay: r, id: r.nextID.Add(1), ups: map[string]*conn{}}
+	s := &session{relay: r, id: r.nextID.Add(1), ups: map[*conn]struct{}{}, idle: map[string][]*conn{}}
 	s.client = newConn(s, nc, false, "client", r.cfg.StreamWindow, r.cfg.ConnWindow)
+	// Client streams start at the protocol's default window; most get the
+	// full window as they open (openStream), held ones only when released.
+	s.client.recvInit = defaultWindow
 	s.backend = newConn(s, bnc, true, "backend", r.cfg.StreamWindow, r.cfg.ConnWindow)
 	r.mu.Lock()
 	r.sessions[s.id] = s
@@ -138,10 +146,11 @@ func (s *session) shutdown(err error) {
 	s.backend.close(err, nil)
 	s.mu.Lock()
 	ups := make([]*conn, 0, len(s.ups))
-	for _, u := range s.ups {
+	for u := range s.ups {
 		ups = append(ups, u)
 	}
 	clear(s.ups)
+	clear(s.idle)
 	s.mu.Unlock()
 	for _, u := range ups {
 		u.close(err, nil)
@@ -185,6 +194,9 @@ func (s *session) openStream(cl *conn, id uint32, fields []hpack.HeaderField, en
 	cs.endIn = end
 	if s.relay.cfg.Hold(path) && !end {
 		cs.hold = &hold{left: -1}
+	} else {
+		cs.openWindowLocked()
+		_ = cl.flushLocked()
 	}
 	cl.mu.Unlock()
 
@@ -260,6 +272,8 @@ func (st *Stream) Release() {
 		}
 		_ = b.flushLocked()
 		b.mu.Unlock()
+		st.cs.openWindowLocked()
+		_ = cl.flushLocked()
 	}
 	cl.mu.Unlock()
 	applyCredits(credits)
@@ -267,8 +281,9 @@ func (st *Stream) Release() {
 
 // Upstream is the upstream side of a spliced stream.
 type Upstream struct {
-	st *Stream
-	us *stream
+	st     *Stream
+	us     *stream
+	target Target
 }
 
 // Target is where a spliced stream goes.
@@ -283,41 +298,29 @@ type Target struct {
 // upstream), once the backend wrote the client's response header. The
 // client's DATA goes to it once Pump is called.
 func (st *Stream) Splice(ctx context.Context, target Target, fields []hpack.HeaderField, down func([]byte)) (*Upstream, error) {
-	var us *stream
-	for attempt := 0; ; attempt++ {
-		u, err := st.sess.upstream(ctx, target)
-		if err != nil {
-			return nil, err
-		}
-		u.mu.Lock()
-		if u.closed || u.goneAway {
-			u.mu.Unlock()
-			st.sess.dropUpstream(target, u)
-			if attempt < 2 {
-				continue
-			}
-			return nil, fmt.Errorf("h2relay: upstream connection closed: %w", ErrClosed)
-		}
-		us = u.newStreamLocked(u.nextID)
-		u.nextID += 2
-		us.role = roleUpstream
-		us.front = st.cs
-		us.onData = down
-		us.events = make(chan event, 4)
-		u.headersLocked(us.id, fields, false)
-		err = u.flushLocked()
-		u.mu.Unlock()
-		if err != nil {
-			return nil, fmt.Errorf("h2relay: open the upstream stream: %w", err)
-		}
-		break
+	u, err := st.sess.takeUpstream(ctx, target)
+	if err != nil {
+		return nil, err
+	}
+	u.mu.Lock()
+	us := u.newStreamLocked(u.nextID)
+	u.nextID += 2
+	us.role = roleUpstream
+	us.front = st.cs
+	us.onData = down
+	us.events = make(chan event, 4)
+	u.headersLocked(us.id, fields, false)
+	err = u.flushLocked()
+	u.mu.Unlock()
+	if err != nil {
+		return nil, fmt.Errorf("h2relay: open the upstream stream: %w", err)
 	}
 	cl := st.sess.client
 	cl.mu.Lock()
 	st.cs.up = us
 	st.cs.gate = true
 	cl.mu.Unlock()
-	return &Upstream{st: st, us: us}, nil
+	return &Upstream{st: st, us: us, target: target}, nil
 }
 
 // Send writes one gRPC message (its 5-byte prefix added) upstream; end
@@ -348,17 +351,29 @@ func (up *Upstream) Pump(observe func([]byte)) {
 	cs.onData = observe
 	h := cs.hold
 	cs.hold = nil
+	u := up.us.c
+	u.mu.Lock()
 	if h != nil {
-		u := up.us.c
-		u.mu.Lock()
 		for _, it := range h.q {
 			if observe != nil && len(it.data) > 0 {
 				observe(it.data)
 			}
 			credits = up.us.sendOwnedLocked(it, credits)
 		}
-		_ = u.flushLocked()
-		u.mu.Unlock()
+	}
+	// From now on the client may send what the upstream stream can take.
+	cs.mirror = true
+	up.us.mirrorTo = cs
+	avail := up.us.sendWin
+	for _, it := range up.us.q {
+		avail -= int64(len(it.data))
+	}
+	_ = u.flushLocked()
+	u.mu.Unlock()
+	if d := avail - cs.recvLeft; d > 0 && !cs.endIn && !cs.reset {
+		cl.windowUpdateLocked(cs.id, d)
+		cs.recvLeft += d
+		_ = cl.flushLocked()
 	}
 	cl.mu.Unlock()
 	applyCredits(credits)
@@ -399,27 +414,44 @@ func (up *Upstream) next(ctx context.Context) (event, error) {
 	}
 }
 
-// Close resets the upstream stream unless it ended.
+// Close resets the upstream stream unless it ended, and gives its
+// connection back for the session's next spliced call.
 func (up *Upstream) Close() {
 	u := up.us.c
 	u.mu.Lock()
 	var credits []credit
-	if !up.us.reset && !(up.us.endIn && up.us.endSent) {
+	clean := up.us.endIn && up.us.endSent && !up.us.reset
+	if !up.us.reset && !clean {
 		credits = up.us.resetLocked(errCodeCancel)
 		_ = u.flushLocked()
 	}
+	delete(u.streams, up.us.id)
+	reusable := clean && !u.closed && !u.goneAway && len(u.streams) == 0 && u.nextID < 1<<30
 	u.mu.Unlock()
 	applyCredits(credits)
+	up.st.sess.putUpstream(up.target, u, reusable)
 }
 
-// upstream returns the session's connection to target, dialling it once.
-func (s *session) upstream(ctx context.Context, t Target) (*conn, error) {
+// takeUpstream returns an idle connection to target or dials one: each
+// spliced stream has its upstream connection to itself.
+func (s *session) takeUpstream(ctx context.Context, t Target) (*conn, error) {
+	key := targetKey(t)
 	s.mu.Lock()
-	defer s.mu.Unlock()
-	if u := s.ups[t.Addr]; u != nil {
-		return u, nil
+	for len(s.idle[key]) > 0 {
+		l := s.idle[key]
+		u := l[len(l)-1]
+		s.idle[key] = l[:len(l)-1]
+		u.mu.Lock()
+		ok := !u.closed && !u.goneAway
+		u.mu.Unlock()
+		if ok {
+			s.mu.Unlock()
+			return u, nil
+		}
 	}
-	if s.client.closed {
+	closed := s.client.closed
+	s.mu.Unlock()
+	if closed {
 		return nil, ErrClosed
 	}
 	ctx, cancel := context.WithTimeout(ctx, s.relay.cfg.DialTimeout)
@@ -443,10 +475,18 @@ func (s *session) upstream(ctx context.Context, t Target) (*conn, error) {
 		_ = tc.SetNoDelay(true)
 	}
 	u := newConn(s, nc, true, "upstream", s.relay.cfg.StreamWindow, s.relay.cfg.ConnWindow)
+	u.dedicated = true
 	if err := u.start(); err != nil {
 		return nil, fmt.Errorf("h2relay: upstream preface: %w", err)
 	}
-	s.ups[t.Addr] = u
+	s.mu.Lock()
+	if s.client.closed {
+		s.mu.Unlock()
+		u.close(ErrClosed, nil)
+		return nil, ErrClosed
+	}
+	s.ups[u] = struct{}{}
+	s.mu.Unlock()
 	go func() {
 		err := u.readLoop()
 		var ce *connError
@@ -456,15 +496,28 @@ func (s *session) upstream(ctx context.Context, t Target) (*conn, error) {
 		} else {
 			u.close(fmt.Errorf("upstream connection: %w", err), nil)
 		}
-		s.dropUpstream(t, u)
+		s.mu.Lock()
+		delete(s.ups, u)
+		s.mu.Unlock()
 	}()
 	return u, nil
 }
 
-func (s *session) dropUpstream(t Target, u *conn) {
+func (s *session) putUpstream(t Target, u *conn, reusable bool) {
+	key := targetKey(t)
 	s.mu.Lock()
-	if s.ups[t.Addr] == u {
-		delete(s.ups, t.Addr)
+	if reusable && len(s.idle[key]) < maxIdleUpstreams && !s.client.closed {
+		s.idle[key] = append(s.idle[key], u)
+		s.mu.Unlock()
+		return
 	}
 	s.mu.Unlock()
+	u.close(ErrClosed, &connError{code: errCodeNo, msg: "done"})
+}
+
+func targetKey(t Target) string {
+	if t.TLS != nil {
+		return "tls:" + t.Addr + "/" + t.TLS.ServerName
+	}
+	return t.Addr
 }

@@ -28,6 +28,7 @@ type stream struct {
 	sendWin  int64 // what the relay may still send
 	recvLeft int64 // what the peer may still send
 	unacked  int64 // delivered bytes not yet credited
+	window   int64 // the receive window the peer was given
 	q        []item
 	gate     bool // no DATA out before a HEADERS went out (spliced client streams)
 	hdrsOut  bool
@@ -46,6 +47,12 @@ type stream struct {
 	pumping bool         // client DATA goes to up
 	hold    *hold        // client DATA after the first message waits for the handler
 	onData  func([]byte) // sees inbound DATA payloads (counting)
+	// mirror (client streams being pumped): the client gets stream window
+	// only as the upstream grants it (mirrorTo, on the upstream stream),
+	// so what the client sends always fits the upstream's window and goes
+	// out without a copy, and nothing waits on the shared client reader.
+	mirror   bool
+	mirrorTo *stream
 	events  chan event   // upstream streams: headers, trailers, reset
 }
 
@@ -120,6 +127,27 @@ func (h *hold) keep(s *stream, p []byte, end bool) {
 
 func (s *stream) canSendData() bool { return !s.gate || s.hdrsOut }
 
+// grant opens n more bytes of s's receive window to its peer.
+func (s *stream) grant(n int64) {
+	c := s.c
+	c.mu.Lock()
+	if !c.closed && !s.reset && !s.endIn && n > 0 {
+		c.windowUpdateLocked(s.id, n)
+		s.recvLeft += n
+		_ = c.flushLocked()
+	}
+	c.mu.Unlock()
+}
+
+// openWindowLocked gives a client stream its full window.
+func (s *stream) openWindowLocked() {
+	if d := s.c.streamWin - s.c.recvInit; d > 0 && !s.endIn && !s.reset {
+		s.c.windowUpdateLocked(s.id, d)
+		s.recvLeft += d
+		s.window += d
+	}
+}
+
 // sendData sends p on s: written now, zero copy, as far as the windows
 // allow (the caller flushes s.c before p's memory is reused and credits
 // src with the returned count), the rest copied onto the queue and
@@ -129,6 +157,34 @@ func (s *stream) sendData(p []byte, end bool, src *stream) (direct int) {
 	c := s.c
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	if src != nil && src.c.dedicated {
+		// The source connection carries only src: wait for the windows
+		// rather than copy; nothing else on it is held up.
+		for {
+			for !c.closed && !s.reset && !s.endOut && (len(s.q) > 0 || !s.canSendData() || min(s.sendWin, c.sendWin) <= 0) {
+				if len(p) == 0 && len(s.q) == 0 && s.canSendData() {
+					break // an empty END_STREAM needs no window
+				}
+				// What is queued must reach the peer before its window
+				// can open again.
+				if len(c.out) > 0 {
+					_ = c.flushLocked()
+					continue
+				}
+				c.cond.Wait()
+			}
+			if c.closed || s.reset || s.endOut {
+				return len(p) + direct
+			}
+			n := int(min(int64(len(p)), s.sendWin, c.sendWin))
+			if n == len(p) {
+				s.writeDataLocked(p, end)
+				return direct + n
+			}
+			s.writeDataLocked(p[:n], false)
+			p, direct = p[n:], direct+n
+		}
+	}
 	if c.closed || s.reset || s.endOut {
 		return len(p)
 	}
@@ -246,6 +302,7 @@ func (s *stream) sendHeaders(fields []hpack.HeaderField, end bool) {
 			s.q = nil
 		}
 		credits = s.drainLocked(credits)
+		c.cond.Broadcast()
 	default:
 		s.q = append(s.q, item{fields: fields, isHdr: true, end: end})
 		s.endOut = s.endOut || end
@@ -272,6 +329,7 @@ func (s *stream) resetLocked(code uint32) []credit {
 	if !s.c.closed {
 		s.c.rstLocked(s.id, code)
 	}
+	s.c.cond.Broadcast()
 	return credits
 }
 
@@ -390,6 +448,7 @@ func (s *stream) peerReset(code uint32, cause error) {
 	}
 	s.q = nil
 	backend, up, front := s.backend, s.up, s.front
+	c.cond.Broadcast()
 	if h := s.hold; h != nil {
 		s.hold = nil
 		h.q = nil
