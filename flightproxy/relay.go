@@ -10,7 +10,6 @@ import (
 	"time"
 
 	"google.golang.org/grpc/credentials"
-
 )
 
 // The proxy's listener feeds an h2relay.Relay, which terminates each

@@ -19,12 +19,12 @@ import (
 type conn struct {
 	sess   *session
 	nc     net.Conn
-	client bool   // the relay is the HTTP/2 client here
+	client bool // the relay is the HTTP/2 client here
 	// dedicated: the connection carries one stream at a time (upstreams),
 	// so its reader may wait for the destination's windows.
 	dedicated bool
-	kind   string // "client", "backend" or "upstream", for logs and errors
-	log    *slog.Logger
+	kind      string // "client", "backend" or "upstream", for logs and errors
+	log       *slog.Logger
 
 	// Owned by the reader goroutine.
 	rbuf     []byte
@@ -54,15 +54,15 @@ type conn struct {
 	// connection a WINDOW_UPDATE right after it opens, except for streams
 	// the relay holds or mirrors (see stream.mirror).
 	streamWin int64
-	recvConn int64 // the connection window the relay advertised
-	recvLeft int64 // what the peer may still send on the connection
-	unacked  int64 // delivered connection bytes not yet credited
-	streams  map[uint32]*stream
-	nextID   uint32
-	goneAway bool // the peer sent GOAWAY: no new streams here
-	closed   bool
-	err      error
-	done     chan struct{}
+	recvConn  int64 // the connection window the relay advertised
+	recvLeft  int64 // what the peer may still send on the connection
+	unacked   int64 // delivered connection bytes not yet credited
+	streams   map[uint32]*stream
+	nextID    uint32
+	goneAway  bool // the peer sent GOAWAY: no new streams here
+	closed    bool
+	err       error
+	done      chan struct{}
 }
 
 // credit is flow-control credit owed to the peer of a stream's connection
@@ -75,18 +75,18 @@ type credit struct {
 func newConn(sess *session, nc net.Conn, client bool, kind string, streamWin, connWin int32) *conn {
 	c := &conn{
 		sess: sess, nc: nc, client: client, kind: kind,
-		log:      sess.relay.log.With("conn", kind),
-		rbuf:     make([]byte, 0, 256<<10),
-		sendWin:  defaultWindow,
-		peerInit: defaultWindow,
-		peerMax:  defaultMaxFrame,
+		log:       sess.relay.log.With("conn", kind),
+		rbuf:      make([]byte, 0, 256<<10),
+		sendWin:   defaultWindow,
+		peerInit:  defaultWindow,
+		peerMax:   defaultMaxFrame,
 		recvInit:  int64(streamWin),
 		streamWin: int64(streamWin),
-		recvConn: int64(connWin),
-		recvLeft: defaultWindow,
-		streams:  map[uint32]*stream{},
-		nextID:   1,
-		done:     make(chan struct{}),
+		recvConn:  int64(connWin),
+		recvLeft:  defaultWindow,
+		streams:   map[uint32]*stream{},
+		nextID:    1,
+		done:      make(chan struct{}),
 	}
 	c.cond = sync.NewCond(&c.mu)
 	c.enc = hpack.NewEncoder(&c.encBuf)

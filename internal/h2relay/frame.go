@@ -95,7 +95,9 @@ type connError struct {
 	msg  string
 }
 
-func (e *connError) Error() string { return fmt.Sprintf("http2 connection error %d: %s", e.code, e.msg) }
+func (e *connError) Error() string {
+	return fmt.Sprintf("http2 connection error %d: %s", e.code, e.msg)
+}
 
 func protoErr(format string, args ...any) error {
 	return &connError{code: errCodeProtocol, msg: fmt.Sprintf(format, args...)}

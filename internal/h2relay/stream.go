@@ -53,7 +53,7 @@ type stream struct {
 	// out without a copy, and nothing waits on the shared client reader.
 	mirror   bool
 	mirrorTo *stream
-	events  chan event   // upstream streams: headers, trailers, reset
+	events   chan event // upstream streams: headers, trailers, reset
 }
 
 // item is something queued on a stream until windows or order let it out:
