@@ -34,6 +34,7 @@ type flightFlags struct {
 	byteRate   string
 	compress   listFlag
 	ticketKey  string
+	splice     bool
 }
 
 func (f *flightFlags) register(fs *flag.FlagSet) {
@@ -47,6 +48,7 @@ func (f *flightFlags) register(fs *flag.FlagSet) {
 	fs.StringVar(&f.byteRate, "flight-byte-rate", "0", "bytes per second one principal's data streams may move together, e.g. 200MiB; over it the proxy slows them down (0: no cap)")
 	fs.Var(&f.compress, "flight-compress", "`PREFIX=CODEC`: re-encode DoGet streams of datasets whose name starts with PREFIX (* for all) with lz4 or zstd IPC body compression toward the client (repeatable; default: pass streams as they are)")
 	fs.StringVar(&f.ticketKey, "flight-ticket-key-file", "", "`file` whose bytes (at least 16) key the tickets and tokens the proxy issues; give every replica behind one address the same file (default: a random key per process, so tickets end with it)")
+	fs.BoolVar(&f.splice, "flight-splice", true, "once a DoGet or DoPut is authorized and routed, move its data between client and upstream as the HTTP/2 frames arrive (no re-encoding, no user-space copy); false sends it through gRPC's message path, slower, for comparison")
 	fs.StringVar(&f.tlsCA, "flight-tls-client-ca", "", "PEM CA `file`: Flight clients must present a certificate it signed (mTLS); the certificate's common name is the principal, User:<CN>")
 }
 
@@ -88,6 +90,10 @@ func (f *flightFlags) resolve(set map[string]bool, file config.Flight) (*flightp
 		return nil, fmt.Errorf("--flight-max-message-bytes %d: want 1MiB to 2GiB", n)
 	}
 	c.MaxMessageBytes = int(n)
+	c.NoSplice = !f.splice
+	if !set["flight-splice"] && file.Splice != nil {
+		c.NoSplice = !*file.Splice
+	}
 	cert := pick("flight-tls-cert", f.tlsCert, file.TLSCert)
 	key := pick("flight-tls-key", f.tlsKey, file.TLSKey)
 	ca := pick("flight-tls-client-ca", f.tlsCA, file.TLSClientCA)

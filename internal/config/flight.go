@@ -17,6 +17,9 @@ type Flight struct {
 	TLSKey          string           `yaml:"tls_key"`
 	TLSClientCA     string           `yaml:"tls_client_ca"`
 	TicketKeyFile   string           `yaml:"ticket_key_file"`
+	// Splice (default true) moves authorized DoGet and DoPut data as the
+	// HTTP/2 frames arrive; false uses gRPC's message path.
+	Splice *bool `yaml:"splice"`
 	// Per-principal caps on data streams (DoGet, DoPut, DoExchange).
 	MaxStreams int   `yaml:"max_streams_per_principal"`
 	ByteRate   Bytes `yaml:"byte_rate_per_principal"` // bytes per second

@@ -76,7 +76,7 @@ func newConn(sess *session, nc net.Conn, client bool, kind string, streamWin, co
 	c := &conn{
 		sess: sess, nc: nc, client: client, kind: kind,
 		log:       sess.relay.log.With("conn", kind),
-		rbuf:      make([]byte, 0, 256<<10),
+		rbuf:      make([]byte, 0, minReadBuffer),
 		sendWin:   defaultWindow,
 		peerInit:  defaultWindow,
 		peerMax:   defaultMaxFrame,
@@ -274,6 +274,7 @@ func (c *conn) readLoop() error {
 		if len(c.rbuf) == cap(c.rbuf) {
 			return &connError{code: errCodeFrameSize, msg: "frame larger than the read buffer"}
 		}
+		free := cap(c.rbuf) - len(c.rbuf)
 		n, err := c.nc.Read(c.rbuf[len(c.rbuf):cap(c.rbuf)])
 		c.rbuf = c.rbuf[:len(c.rbuf)+n]
 		if n > 0 {
@@ -282,7 +283,12 @@ func (c *conn) readLoop() error {
 			if perr != nil {
 				return perr
 			}
-			c.rbuf = c.rbuf[:copy(c.rbuf, rest)]
+			if n == free && cap(c.rbuf) < maxReadBuffer {
+				// A busy connection: read more per syscall.
+				c.rbuf = append(make([]byte, 0, 2*cap(c.rbuf)), rest...)
+			} else {
+				c.rbuf = c.rbuf[:copy(c.rbuf, rest)]
+			}
 		}
 		if err != nil {
 			if errors.Is(err, io.EOF) {

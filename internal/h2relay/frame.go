@@ -121,3 +121,11 @@ func trimPadding(fh frameHeader, p []byte) ([]byte, error) {
 	}
 	return p[:len(p)-pad], nil
 }
+
+// Each connection's read buffer starts small, so idle connections cost
+// little, and doubles while reads fill it, up to maxReadBuffer: large
+// reads mean few syscalls, and DATA payloads go on from it without a copy.
+const (
+	minReadBuffer = 64 << 10
+	maxReadBuffer = 1 << 20
+)
