@@ -135,6 +135,7 @@ type metrics struct {
 	rows    *prometheus.CounterVec
 	calls   *prometheus.CounterVec
 	active  *prometheus.GaugeVec
+	spliced *prometheus.CounterVec
 	// authFailures counts failed basic-auth logins.
 	authFailures prometheus.Counter
 }
@@ -164,12 +165,16 @@ func newMetrics(reg prometheus.Registerer, maxLabelValues int, allow map[string]
 			Name: "pipemesh_flight_active_streams",
 			Help: "Flight calls in progress through the proxy, by method.",
 		}, []string{"method"}),
+		spliced: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "pipemesh_flight_spliced_calls_total",
+			Help: "DoGet and DoPut calls whose data the relay moved as HTTP/2 frames (the rest went through gRPC's message path), by method.",
+		}, []string{"method"}),
 		authFailures: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "pipemesh_flight_authentication_failures_total",
 			Help: "Failed Flight basic-auth logins (wrong password, unknown user, source refused after too many failures).",
 		}),
 	}
-	for _, c := range []prometheus.Collector{m.bytes, m.batches, m.rows, m.calls, m.active, m.authFailures} {
+	for _, c := range []prometheus.Collector{m.bytes, m.batches, m.rows, m.calls, m.active, m.spliced, m.authFailures} {
 		if err := reg.Register(c); err != nil {
 			return nil, err
 		}

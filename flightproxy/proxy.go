@@ -219,7 +219,7 @@ func New(cfg Config) (*Proxy, error) {
 		Backend:      p.backend.dial,
 		StreamWindow: cfg.StreamWindow,
 		ConnWindow:   cfg.ConnWindow,
-		Hold:         func(path string) bool { return path == "/"+flightService+"/DoPut" },
+		Hold:         func(path string) bool { return !cfg.NoSplice && path == "/"+flightService+"/DoPut" },
 		Logger:       p.log,
 	})
 	p.server.RegisterService(p.serviceDesc(), p)

@@ -267,6 +267,7 @@ func (p *Proxy) splice(c *call, st *h2relay.Stream, rt *route, location string, 
 	if err != nil {
 		return c.upstreamErr(rt, spliceErr(err), location)
 	}
+	p.metrics.spliced.WithLabelValues(c.method).Inc()
 	defer us.Close()
 	if err := us.Send(first, endRequest); err != nil {
 		return c.upstreamErr(rt, spliceErr(err), location)

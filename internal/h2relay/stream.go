@@ -1,7 +1,6 @@
 package h2relay
 
 import (
-	"errors"
 	"fmt"
 	"slices"
 
@@ -506,5 +505,3 @@ type StreamError struct {
 
 func (e *StreamError) Error() string { return e.Err.Error() }
 func (e *StreamError) Unwrap() error { return e.Err }
-
-var errNotHeld = errors.New("h2relay: stream is not held")
