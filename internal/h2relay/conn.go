@@ -507,6 +507,9 @@ func (c *conn) onWindowUpdate(fh frameHeader, p []byte) error {
 		return &connError{code: errCodeFrameSize, msg: "bad WINDOW_UPDATE"}
 	}
 	inc := int64(binary.BigEndian.Uint32(p) & (1<<31 - 1))
+	if inc == 0 && fh.streamID == 0 {
+		return protoErr("WINDOW_UPDATE of 0 on the connection")
+	}
 	c.mu.Lock()
 	var credits []credit
 	var mirror *stream
@@ -516,7 +519,11 @@ func (c *conn) onWindowUpdate(fh frameHeader, p []byte) error {
 			return &connError{code: errCodeFlowControl, msg: "connection window over 2^31-1"}
 		}
 		credits = c.drainAllLocked(nil)
-	} else if s := c.streams[fh.streamID]; s != nil {
+	} else if s := c.streams[fh.streamID]; s != nil && (inc == 0 || s.sendWin+inc > maxWindow) {
+		c.mu.Unlock()
+		s.streamError(inc)
+		return nil
+	} else if s != nil {
 		s.sendWin += inc
 		credits = s.drainLocked(nil)
 		mirror = s.mirrorTo
