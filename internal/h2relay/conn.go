@@ -638,12 +638,24 @@ func (c *conn) addBlock(fh frameHeader, p []byte) error {
 	}
 	c.inBlock = false
 	c.fields = c.fields[:0]
-	c.dec.SetEmitFunc(func(f hpack.HeaderField) { c.fields = append(c.fields, f) })
+	// The list is bounded as decoded (RFC 9113 section 6.5.2: names,
+	// values and 32 bytes a field), as advertised in
+	// SETTINGS_MAX_HEADER_LIST_SIZE: one byte of block can decode to a
+	// 40-byte field.
+	size := 0
+	c.dec.SetEmitFunc(func(f hpack.HeaderField) {
+		if size += len(f.Name) + len(f.Value) + 32; size <= maxHeaderBlock {
+			c.fields = append(c.fields, f)
+		}
+	})
 	if _, err := c.dec.Write(c.hdrBlock); err != nil {
 		return &connError{code: 0x9, msg: "HPACK: " + err.Error()} // COMPRESSION_ERROR
 	}
 	if err := c.dec.Close(); err != nil {
 		return &connError{code: 0x9, msg: "HPACK: " + err.Error()}
+	}
+	if size > maxHeaderBlock {
+		return protoErr("header list of %d bytes decoded, over %d", size, maxHeaderBlock)
 	}
 	fields := append([]hpack.HeaderField(nil), c.fields...)
 	end := c.hdrFlags&flagEndStream != 0
