@@ -3,6 +3,7 @@ package h2relay
 import (
 	"context"
 	"crypto/tls"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
@@ -133,9 +134,40 @@ func (s *session) endConn(c *conn, err error) {
 	var ce *connError
 	if errors.As(err, &ce) {
 		s.relay.log.Warn("HTTP/2 protocol error; closing the connection", "peer", c.kind, "remote", s.client.nc.RemoteAddr(), "error", err)
-		c.close(err, ce)
+		c.goAwayLinger(ce)
+		c.close(err, nil)
 	}
 	s.shutdown(err)
+}
+
+// Bounds on reading what a peer still sends after the relay's GOAWAY.
+const (
+	lingerTime  = time.Second
+	lingerBytes = 1 << 20
+)
+
+// goAwayLinger sends GOAWAY, half-closes the connection and reads what
+// the peer still sends, for a little while, before the caller closes it.
+// Closing a socket with unread input makes the kernel send RST, and the
+// peer may then lose the GOAWAY that says why.
+func (c *conn) goAwayLinger(ce *connError) {
+	c.mu.Lock()
+	if c.closed {
+		c.mu.Unlock()
+		return
+	}
+	var b [8]byte
+	binary.BigEndian.PutUint32(b[:4], c.maxPeer)
+	binary.BigEndian.PutUint32(b[4:], ce.code)
+	c.ctrlLocked(frameGoAway, 0, 0, b[:], []byte(ce.msg))
+	err := c.flushLocked()
+	c.mu.Unlock()
+	cw, ok := c.nc.(interface{ CloseWrite() error })
+	if err != nil || !ok || cw.CloseWrite() != nil {
+		return
+	}
+	_ = c.nc.SetReadDeadline(time.Now().Add(lingerTime))
+	_, _ = io.Copy(io.Discard, io.LimitReader(c.nc, lingerBytes))
 }
 
 func (s *session) shutdown(err error) {

@@ -87,6 +87,7 @@ func (c *rawClient) expectClosed() {
 	_ = c.nc.SetReadDeadline(time.Now().Add(15 * time.Second))
 	_, err := io.Copy(io.Discard, c.nc)
 	assert.NoError(c.t, err, "the relay should close the connection cleanly")
+	_ = c.nc.Close()
 }
 
 type wireCase struct {
