@@ -579,6 +579,7 @@ func (c *conn) onData(fh frameHeader, p []byte) error {
 			delete(c.streams, s.id)
 			c.rstLocked(s.id, errCodeFlowControl)
 			c.creditLocked(nil, int(flow))
+			_ = c.flushLocked()
 			c.mu.Unlock()
 			s.peerReset(errCodeFlowControl, errors.New("peer overran the stream window"))
 			return nil
