@@ -589,11 +589,14 @@ func (c *conn) onData(fh frameHeader, p []byte) error {
 		}
 	}
 	if s == nil {
-		c.creditLocked(nil, int(flow))
 		if !c.client && fh.streamID > c.maxPeer {
 			c.mu.Unlock()
 			return protoErr("DATA on idle stream %d", fh.streamID)
 		}
+		// Dropped, but the connection window comes back now: no reader
+		// flush follows for a frame that left no credits.
+		c.creditLocked(nil, int(flow))
+		_ = c.flushLocked()
 		c.mu.Unlock()
 		return nil
 	}

@@ -249,3 +249,33 @@ func TestWireBadInput(t *testing.T) {
 		})
 	}
 }
+
+// DATA that arrives for a stream the relay already forgot (reset, ended)
+// is dropped, but its connection window must come back: a client's upload
+// in flight when a handler refused the call would otherwise eat the
+// window every other stream needs.
+func TestWireDataOnClosedStreamCredited(t *testing.T) {
+	for _, padded := range []bool{false, true} {
+		t.Run(map[bool]string{false: "plain", true: "padded"}[padded], func(t *testing.T) {
+			f := newFixture(t, Config{StreamWindow: 65535, ConnWindow: 65535})
+			c := dialRaw(t, f.h.addr, true)
+			c.open(1, "/t.S/Block")
+			<-f.b.blockStarted
+			require.NoError(t, c.fr.WriteRSTStream(1, http2.ErrCodeCancel))
+			for range 2 {
+				if padded {
+					require.NoError(t, c.fr.WriteDataPadded(1, false, make([]byte, 16000), make([]byte, 200)))
+				} else {
+					require.NoError(t, c.fr.WriteData(1, false, make([]byte, 16384)))
+				}
+			}
+			for {
+				fr, err := c.await(http2.FrameWindowUpdate)
+				require.NoError(t, err, "want the connection window back")
+				if fr.Header().StreamID == 0 {
+					break
+				}
+			}
+		})
+	}
+}
