@@ -121,7 +121,7 @@ type harness struct {
 
 const maxMsg = 32 << 20
 
-func newHarness(t *testing.T, cfg Config, handler grpc.StreamHandler) *harness {
+func newHarness(t testing.TB, cfg Config, handler grpc.StreamHandler) *harness {
 	t.Helper()
 	bl := newChanListener()
 	h := &harness{served: make(chan error, 64)}
@@ -169,7 +169,7 @@ func newHarness(t *testing.T, cfg Config, handler grpc.StreamHandler) *harness {
 	return h
 }
 
-func (h *harness) client(t *testing.T, opts ...grpc.DialOption) *grpc.ClientConn {
+func (h *harness) client(t testing.TB, opts ...grpc.DialOption) *grpc.ClientConn {
 	t.Helper()
 	opts = append([]grpc.DialOption{
 		grpc.WithTransportCredentials(insecure.NewCredentials()),
@@ -182,7 +182,7 @@ func (h *harness) client(t *testing.T, opts ...grpc.DialOption) *grpc.ClientConn
 }
 
 // upstream is a second gRPC server that spliced streams go to.
-func newUpstream(t *testing.T, handler grpc.StreamHandler) string {
+func newUpstream(t testing.TB, handler grpc.StreamHandler) string {
 	t.Helper()
 	lis, err := net.Listen("tcp", "127.0.0.1:0")
 	require.NoError(t, err)
@@ -197,7 +197,7 @@ func newUpstream(t *testing.T, handler grpc.StreamHandler) string {
 }
 
 // waitGoroutines waits until the goroutine count is back to at most n.
-func waitGoroutines(t *testing.T, n int) {
+func waitGoroutines(t testing.TB, n int) {
 	t.Helper()
 	deadline := time.Now().Add(10 * time.Second)
 	for {
