@@ -98,13 +98,18 @@ func FuzzRelayFrames(f *testing.F) {
 			t.Fatal(err)
 		}
 		defer nc.Close()
+		wrote := make(chan struct{})
 		go func() {
+			defer close(wrote)
 			var b bytes.Buffer
 			b.WriteString(http2.ClientPreface)
 			b.Write(in)
 			fr := http2.NewFramer(&b, nil)
 			_ = fr.WritePing(false, ping)
 			_, _ = nc.Write(b.Bytes())
+			// The relay sees the input end, and the test need not wait
+			// for a deadline when the input ended inside a frame.
+			_ = nc.(*net.TCPConn).CloseWrite()
 		}()
 		fr := http2.NewFramer(io.Discard, nc)
 		fr.AllowIllegalReads = true
@@ -113,9 +118,8 @@ func FuzzRelayFrames(f *testing.F) {
 		for {
 			fm, err := fr.ReadFrame()
 			if err != nil {
-				// The end, or a timeout: the input ended inside a frame,
-				// which swallowed the PING, and the relay waits for the
-				// rest of it. Either is fine; hanging on is not (below).
+				// The relay ended the connection (after the input ended,
+				// perhaps inside a frame that swallowed the PING).
 				break
 			}
 			if p, ok := fm.(*http2.PingFrame); ok && p.IsAck() && p.Data == ping {
@@ -126,6 +130,7 @@ func FuzzRelayFrames(f *testing.F) {
 			}
 		}
 		_ = nc.Close()
+		<-wrote
 		select {
 		case <-h.served:
 		case <-time.After(20 * time.Second):
