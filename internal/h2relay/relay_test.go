@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"runtime"
 	"strconv"
 	"strings"
 	"sync"
@@ -131,8 +132,8 @@ func (b *backend) handle(_ any, ss grpc.ServerStream) error {
 				return err
 			}
 		}
-	case "/t.S/SpliceGet", "/t.S/SpliceEcho":
-		return b.splice(ss, md, "/u.U/"+strings.TrimPrefix(method, "/t.S/Splice"), method == "/t.S/SpliceGet")
+	case "/t.S/SpliceGet", "/t.S/SpliceEcho", "/t.S/SpliceFail":
+		return b.splice(ss, md, "/u.U/"+strings.TrimPrefix(method, "/t.S/Splice"), method != "/t.S/SpliceEcho")
 	}
 	return status.Errorf(codes.Unimplemented, "no method %s", method)
 }
@@ -217,7 +218,8 @@ func toMD(fields []hpack.HeaderField) metadata.MD {
 // upstreamService serves /u.U/Get (x-size bytes in messages of the
 // requested size, each byte a function of its offset) and /u.U/Echo.
 type upstreamService struct {
-	sent atomic.Int64 // bytes Get handed to SendMsg and got back from
+	sent    atomic.Int64 // bytes Get handed to SendMsg and got back from
+	getDone chan error   // how each Get ended
 }
 
 func pattern(off int64, n int) []byte {
@@ -246,12 +248,24 @@ func (u *upstreamService) handle(_ any, ss grpc.ServerStream) error {
 		for off := int64(0); off < total; off += int64(chunk) {
 			msg := pattern(off, int(min(int64(chunk), total-off)))
 			if err := ss.SendMsg(&msg); err != nil {
+				u.getDone <- err
 				return err
 			}
 			u.sent.Add(int64(len(msg)))
 		}
+		u.getDone <- nil
 		ss.SetTrailer(metadata.Pairs("u-trl", "get-done"))
 		return nil
+	case "/u.U/Fail":
+		var req []byte
+		if err := ss.RecvMsg(&req); err != nil {
+			return err
+		}
+		if err := ss.SendMsg(&req); err != nil {
+			return err
+		}
+		ss.SetTrailer(metadata.Pairs("u-trl", "failed"))
+		return status.Error(codes.PermissionDenied, "nope")
 	case "/u.U/Echo":
 		if err := ss.SendHeader(metadata.Pairs("u-hdr", "echo")); err != nil {
 			return err
@@ -281,7 +295,7 @@ type fixture struct {
 
 func newFixture(t *testing.T, cfg Config, dial ...grpc.DialOption) *fixture {
 	t.Helper()
-	f := &fixture{b: newBackend(), u: &upstreamService{}}
+	f := &fixture{b: newBackend(), u: &upstreamService{getDone: make(chan error, 64)}}
 	f.b.upstream = newUpstream(t, f.u.handle)
 	if cfg.Hold == nil {
 		cfg.Hold = func(path string) bool { return path == "/t.S/Hold" || path == "/t.S/SpliceEcho" }
@@ -676,4 +690,72 @@ func firstToken(t *testing.T, f *fixture) string {
 		return false
 	}, 10*time.Second, 10*time.Millisecond)
 	return tok
+}
+
+func TestSpliceUpstreamErrorStatus(t *testing.T) {
+	f := newFixture(t, Config{})
+	ctx := testCtx(t)
+	cs, err := f.cc.NewStream(ctx, &grpc.StreamDesc{ServerStreams: true}, "/t.S/SpliceFail")
+	require.NoError(t, err)
+	req := []byte("data before the error")
+	require.NoError(t, cs.SendMsg(&req))
+	require.NoError(t, cs.CloseSend())
+	var got []byte
+	require.NoError(t, cs.RecvMsg(&got))
+	assert.Equal(t, req, got)
+	assert.Equal(t, codes.PermissionDenied, status.Code(cs.RecvMsg(&got)))
+	assert.Equal(t, []string{"failed"}, cs.Trailer().Get("u-trl"))
+}
+
+// A client that cancels a spliced call mid-stream ends the upstream's
+// call too: its handler's context ends and nothing keeps sending.
+func TestSpliceClientCancelReachesUpstream(t *testing.T) {
+	f := newFixture(t, Config{})
+	ctx, cancel := context.WithCancel(testCtx(t))
+	cs := getStream(t, f, ctx, 1<<30, 64<<10)
+	var got []byte
+	require.NoError(t, cs.RecvMsg(&got))
+	assert.Equal(t, pattern(0, 64<<10), got)
+	cancel()
+	select {
+	case err := <-f.u.getDone:
+		assert.Equal(t, codes.Canceled, status.Code(err), "upstream handler ended with %v", err)
+	case <-time.After(20 * time.Second):
+		t.Fatal("the upstream call went on after the client cancelled")
+	}
+}
+
+// Spliced calls one after another reuse the session's upstream
+// connection rather than dialling each time, and once the client goes
+// the relay leaves nothing running.
+func TestSpliceSequentialCallsNoLeak(t *testing.T) {
+	f := newFixture(t, Config{})
+	ctx := testCtx(t)
+	base0 := runtime.NumGoroutine() // the client is not connected yet
+	// Warm up gRPC's own goroutines before the baseline.
+	require.NoError(t, readGet(getStream(t, f, ctx, 1000, 100), 1000))
+	<-f.u.getDone
+	base := runtime.NumGoroutine()
+	for i := range 20 {
+		total := int64(1000 + i*10_000)
+		require.NoError(t, readGet(getStream(t, f, ctx, total, 4096), total))
+		require.NoError(t, <-f.u.getDone)
+	}
+	f.h.relay.mu.Lock()
+	var ups int
+	for _, s := range f.h.relay.sessions {
+		s.mu.Lock()
+		ups += len(s.ups)
+		s.mu.Unlock()
+	}
+	f.h.relay.mu.Unlock()
+	assert.Equal(t, 1, ups, "upstream connections for 20 sequential calls")
+	waitGoroutines(t, base)
+	require.NoError(t, f.cc.Close())
+	select {
+	case <-f.h.served:
+	case <-time.After(20 * time.Second):
+		t.Fatal("ServeConn did not return after the client closed")
+	}
+	waitGoroutines(t, base0)
 }
