@@ -182,15 +182,15 @@ func (h *harness) client(t testing.TB, opts ...grpc.DialOption) *grpc.ClientConn
 }
 
 // upstream is a second gRPC server that spliced streams go to.
-func newUpstream(t testing.TB, handler grpc.StreamHandler) string {
+func newUpstream(t testing.TB, handler grpc.StreamHandler, opts ...grpc.ServerOption) string {
 	t.Helper()
 	lis, err := net.Listen("tcp", "127.0.0.1:0")
 	require.NoError(t, err)
-	srv := grpc.NewServer(
+	srv := grpc.NewServer(append([]grpc.ServerOption{
 		grpc.ForceServerCodecV2(rawCodec{}),
 		grpc.UnknownServiceHandler(handler),
 		grpc.MaxRecvMsgSize(maxMsg), grpc.MaxSendMsgSize(maxMsg),
-	)
+	}, opts...)...)
 	go func() { _ = srv.Serve(lis) }()
 	t.Cleanup(srv.Stop)
 	return lis.Addr().String()

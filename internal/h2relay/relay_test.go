@@ -132,8 +132,9 @@ func (b *backend) handle(_ any, ss grpc.ServerStream) error {
 				return err
 			}
 		}
-	case "/t.S/SpliceGet", "/t.S/SpliceEcho", "/t.S/SpliceFail":
-		return b.splice(ss, md, "/u.U/"+strings.TrimPrefix(method, "/t.S/Splice"), method != "/t.S/SpliceEcho")
+	case "/t.S/SpliceGet", "/t.S/SpliceEcho", "/t.S/SpliceFail", "/t.S/SpliceSink":
+		streaming := method == "/t.S/SpliceEcho" || method == "/t.S/SpliceSink"
+		return b.splice(ss, md, "/u.U/"+strings.TrimPrefix(method, "/t.S/Splice"), !streaming)
 	}
 	return status.Errorf(codes.Unimplemented, "no method %s", method)
 }
@@ -220,6 +221,7 @@ func toMD(fields []hpack.HeaderField) metadata.MD {
 type upstreamService struct {
 	sent    atomic.Int64 // bytes Get handed to SendMsg and got back from
 	getDone chan error   // how each Get ended
+	sinkGo  chan struct{} // Sink reads on after its first message once closed
 }
 
 func pattern(off int64, n int) []byte {
@@ -266,6 +268,29 @@ func (u *upstreamService) handle(_ any, ss grpc.ServerStream) error {
 		}
 		ss.SetTrailer(metadata.Pairs("u-trl", "failed"))
 		return status.Error(codes.PermissionDenied, "nope")
+	case "/u.U/Sink":
+		var off int64
+		for first := true; ; first = false {
+			var msg []byte
+			if err := ss.RecvMsg(&msg); errors.Is(err, io.EOF) {
+				break
+			} else if err != nil {
+				return err
+			}
+			if !first && !bytes.Equal(msg, pattern(off, len(msg))) {
+				return status.Errorf(codes.DataLoss, "data differs at %d", off)
+			}
+			if first {
+				<-u.sinkGo
+			} else {
+				off += int64(len(msg))
+			}
+		}
+		if err := ss.SendHeader(metadata.Pairs("u-hdr", "sink")); err != nil {
+			return err
+		}
+		ss.SetTrailer(metadata.Pairs("u-got", strconv.FormatInt(off, 10)))
+		return nil
 	case "/u.U/Echo":
 		if err := ss.SendHeader(metadata.Pairs("u-hdr", "echo")); err != nil {
 			return err
@@ -294,11 +319,17 @@ type fixture struct {
 }
 
 func newFixture(t *testing.T, cfg Config, dial ...grpc.DialOption) *fixture {
+	return newFixtureUp(t, cfg, nil, dial...)
+}
+
+func newFixtureUp(t *testing.T, cfg Config, upOpts []grpc.ServerOption, dial ...grpc.DialOption) *fixture {
 	t.Helper()
-	f := &fixture{b: newBackend(), u: &upstreamService{getDone: make(chan error, 64)}}
-	f.b.upstream = newUpstream(t, f.u.handle)
+	f := &fixture{b: newBackend(), u: &upstreamService{getDone: make(chan error, 64), sinkGo: make(chan struct{})}}
+	f.b.upstream = newUpstream(t, f.u.handle, upOpts...)
 	if cfg.Hold == nil {
-		cfg.Hold = func(path string) bool { return path == "/t.S/Hold" || path == "/t.S/SpliceEcho" }
+		cfg.Hold = func(path string) bool {
+			return path == "/t.S/Hold" || path == "/t.S/SpliceEcho" || path == "/t.S/SpliceSink"
+		}
 	}
 	f.h = newHarness(t, cfg, f.b.handle)
 	f.b.relay = func() *Relay { return f.h.relay }
@@ -758,4 +789,53 @@ func TestSpliceSequentialCallsNoLeak(t *testing.T) {
 		t.Fatal("ServeConn did not return after the client closed")
 	}
 	waitGoroutines(t, base0)
+}
+
+// An upstream that reads nothing of a spliced upload holds the client
+// back by flow control: what the client gets out is bounded by the
+// windows along the way, not by the upload's size.
+func TestSpliceStalledUpstreamBounded(t *testing.T) {
+	const win = 64 << 10
+	f := newFixtureUp(t, Config{StreamWindow: 256 << 10, ConnWindow: 1 << 20},
+		[]grpc.ServerOption{grpc.InitialWindowSize(win), grpc.InitialConnWindowSize(win)})
+	ctx := testCtx(t)
+	cs, err := f.cc.NewStream(ctx, bidi, "/t.S/SpliceSink")
+	require.NoError(t, err)
+	first := []byte("descriptor")
+	require.NoError(t, cs.SendMsg(&first))
+	const total, chunk = 64 << 20, 32 << 10
+	var sent atomic.Int64
+	sendErr := make(chan error, 1)
+	go func() {
+		for off := int64(0); off < total; off += chunk {
+			msg := pattern(off, chunk)
+			if err := cs.SendMsg(&msg); err != nil {
+				sendErr <- err
+				return
+			}
+			sent.Add(chunk)
+		}
+		sendErr <- cs.CloseSend()
+	}()
+	last := int64(-1)
+	for range 100 {
+		time.Sleep(50 * time.Millisecond)
+		n := sent.Load()
+		if n == last && n > 0 {
+			break
+		}
+		last = n
+	}
+	// The upstream's windows + the window the relay mirrors to the client
+	// (the same size) + gRPC's per-stream write quota on the client, with
+	// slack for messages in flight.
+	const bound = 2*win + win + 64<<10 + 4*chunk + 256<<10
+	n := sent.Load()
+	t.Logf("client got %d bytes out while the upstream read nothing (bound %d)", n, bound)
+	assert.LessOrEqual(t, n, int64(bound))
+	close(f.u.sinkGo)
+	require.NoError(t, <-sendErr)
+	var got []byte
+	assert.ErrorIs(t, cs.RecvMsg(&got), io.EOF)
+	assert.Equal(t, []string{strconv.Itoa(total)}, cs.Trailer().Get("u-got"))
 }
