@@ -219,8 +219,8 @@ func toMD(fields []hpack.HeaderField) metadata.MD {
 // upstreamService serves /u.U/Get (x-size bytes in messages of the
 // requested size, each byte a function of its offset) and /u.U/Echo.
 type upstreamService struct {
-	sent    atomic.Int64 // bytes Get handed to SendMsg and got back from
-	getDone chan error   // how each Get ended
+	sent    atomic.Int64  // bytes Get handed to SendMsg and got back from
+	getDone chan error    // how each Get ended
 	sinkGo  chan struct{} // Sink reads on after its first message once closed
 }
 
