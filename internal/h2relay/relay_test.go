@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"runtime"
 	"strconv"
 	"strings"
@@ -21,6 +22,7 @@ import (
 	"golang.org/x/net/http2/hpack"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 )
@@ -838,4 +840,46 @@ func TestSpliceStalledUpstreamBounded(t *testing.T) {
 	var got []byte
 	assert.ErrorIs(t, cs.RecvMsg(&got), io.EOF)
 	assert.Equal(t, []string{strconv.Itoa(total)}, cs.Trailer().Get("u-got"))
+}
+
+// ServeConn's context ends the connection and every call on it.
+func TestServeConnContextEndsCalls(t *testing.T) {
+	f := newFixture(t, Config{})
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	defer lis.Close()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	served := make(chan error, 1)
+	go func() {
+		nc, err := lis.Accept()
+		if err != nil {
+			served <- err
+			return
+		}
+		served <- f.h.relay.ServeConn(ctx, nc)
+	}()
+	cc, err := grpc.NewClient(lis.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()),
+		grpc.WithDefaultCallOptions(grpc.ForceCodecV2(rawCodec{})))
+	require.NoError(t, err)
+	defer cc.Close()
+	cs, err := cc.NewStream(testCtx(t), bidi, "/t.S/Block")
+	require.NoError(t, err)
+	<-f.b.blockStarted
+	cancel()
+	select {
+	case <-served:
+	case <-time.After(20 * time.Second):
+		t.Fatal("ServeConn did not return when its context ended")
+	}
+	select {
+	case err := <-f.b.blockErr:
+		assert.ErrorIs(t, err, context.Canceled)
+	case <-time.After(20 * time.Second):
+		t.Fatal("the backend handler went on")
+	}
+	var got []byte
+	assert.Equal(t, codes.Unavailable, status.Code(cs.RecvMsg(&got)))
+	// The stream is gone from the relay's table.
+	assert.Nil(t, f.h.relay.Stream("1.1"))
 }
