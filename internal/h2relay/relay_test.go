@@ -752,7 +752,10 @@ func TestSpliceClientCancelReachesUpstream(t *testing.T) {
 	cancel()
 	select {
 	case err := <-f.u.getDone:
-		assert.Equal(t, codes.Canceled, status.Code(err), "upstream handler ended with %v", err)
+		// Reset (Canceled), or its connection closed after the reset
+		// (Unavailable): the relay does not reuse a connection whose
+		// stream it reset.
+		assert.Contains(t, []codes.Code{codes.Canceled, codes.Unavailable}, status.Code(err), "upstream handler ended with %v", err)
 	case <-time.After(20 * time.Second):
 		t.Fatal("the upstream call went on after the client cancelled")
 	}
