@@ -606,7 +606,10 @@ func (c *conn) onData(fh frameHeader, p []byte) error {
 	}
 	pad := int(flow) - len(payload)
 	if pad > 0 {
+		// Credited now: a held payload leaves no reader credit, so no
+		// flush would follow.
 		c.creditLocked(s, pad)
+		_ = c.flushLocked()
 	}
 	c.mu.Unlock()
 	s.inbound(payload, end)

@@ -279,3 +279,23 @@ func TestWireDataOnClosedStreamCredited(t *testing.T) {
 		})
 	}
 }
+
+// Padding is flow-controlled but never delivered: it is credited at once,
+// also on a held stream whose data waits.
+func TestWirePaddingOnHeldStreamCredited(t *testing.T) {
+	f := newFixture(t, Config{StreamWindow: 65535, ConnWindow: 65535, Hold: func(string) bool { return true }})
+	c := dialRaw(t, f.h.addr, true)
+	c.open(1, "/t.S/Block")
+	require.NoError(t, c.fr.WriteData(1, false, emptyMessage))
+	<-f.b.blockStarted
+	for range 70 { // 70 * 255 bytes of padding: over a quarter of the window
+		require.NoError(t, c.fr.WriteDataPadded(1, false, []byte{1}, make([]byte, 255)))
+	}
+	for {
+		fr, err := c.await(http2.FrameWindowUpdate)
+		require.NoError(t, err, "want the connection window back")
+		if fr.Header().StreamID == 0 {
+			break
+		}
+	}
+}
