@@ -107,13 +107,21 @@ func (c *conn) start() error {
 	if c.client {
 		c.arena = append(c.arena, clientPreface...)
 	}
-	c.arena = appendFrameHeader(c.arena, 18, frameSettings, 0, 0)
+	n := 18
+	if !c.client {
+		n += 6 // SETTINGS_MAX_CONCURRENT_STREAMS, for the client's streams
+	}
+	c.arena = appendFrameHeader(c.arena, n, frameSettings, 0, 0)
 	c.arena = binary.BigEndian.AppendUint16(c.arena, settingInitialWindowSize)
 	c.arena = binary.BigEndian.AppendUint32(c.arena, uint32(c.recvInit))
 	c.arena = binary.BigEndian.AppendUint16(c.arena, settingEnablePush)
 	c.arena = binary.BigEndian.AppendUint32(c.arena, 0)
 	c.arena = binary.BigEndian.AppendUint16(c.arena, settingMaxHeaderListSize)
 	c.arena = binary.BigEndian.AppendUint32(c.arena, maxHeaderBlock)
+	if !c.client {
+		c.arena = binary.BigEndian.AppendUint16(c.arena, settingMaxConcurrent)
+		c.arena = binary.BigEndian.AppendUint32(c.arena, uint32(c.sess.relay.cfg.MaxConcurrentStreams))
+	}
 	if inc := c.recvConn - defaultWindow; inc > 0 {
 		c.arena = appendFrameHeader(c.arena, 4, frameWindowUpdate, 0, 0)
 		c.arena = binary.BigEndian.AppendUint32(c.arena, uint32(inc))

@@ -35,6 +35,11 @@ type Config struct {
 	// first message until the backend handler splices or releases them
 	// (client-streaming calls the handler may splice, such as DoPut).
 	Hold func(path string) bool
+	// MaxConcurrentStreams caps the streams a client may have open on
+	// one connection (SETTINGS_MAX_CONCURRENT_STREAMS); a stream past it
+	// is refused. Each costs the relay and the backend handler state.
+	// Default 1000.
+	MaxConcurrentStreams uint32
 	// DialTimeout bounds dialling an upstream. Default 10 s.
 	DialTimeout time.Duration
 	Logger      *slog.Logger
@@ -58,6 +63,9 @@ func New(cfg Config) *Relay {
 	if cfg.DialTimeout == 0 {
 		cfg.DialTimeout = 10 * time.Second
 	}
+	if cfg.MaxConcurrentStreams == 0 {
+		cfg.MaxConcurrentStreams = defaultMaxStreams
+	}
 	if cfg.Hold == nil {
 		cfg.Hold = func(string) bool { return false }
 	}
@@ -76,6 +84,10 @@ type session struct {
 	ups  map[*conn]struct{} // every open upstream connection
 	idle map[string][]*conn // by address: upstream connections without a stream
 }
+
+// defaultMaxStreams is Config.MaxConcurrentStreams's default: well past
+// what a Flight client runs in parallel on one connection.
+const defaultMaxStreams = 1000
 
 // maxIdleUpstreams bounds the idle upstream connections a session keeps
 // per address for its next spliced calls.
@@ -221,6 +233,13 @@ func (s *session) openStream(cl *conn, id uint32, fields []hpack.HeaderField, en
 	out = append(out, hpack.HeaderField{Name: TokenHeader, Value: strconv.FormatUint(s.id, 10) + "." + strconv.FormatUint(uint64(id), 10)})
 
 	cl.mu.Lock()
+	if uint32(len(cl.streams)) >= s.relay.cfg.MaxConcurrentStreams {
+		// Past the limit the relay advertised (RFC 9113 5.1.2).
+		cl.rstLocked(id, errCodeRefusedStream)
+		_ = cl.flushLocked()
+		cl.mu.Unlock()
+		return nil
+	}
 	cs := cl.newStreamLocked(id)
 	cs.role = roleClient
 	cs.endIn = end

@@ -299,3 +299,33 @@ func TestWirePaddingOnHeldStreamCredited(t *testing.T) {
 		}
 	}
 }
+
+// The relay advertises SETTINGS_MAX_CONCURRENT_STREAMS and refuses a
+// stream past it, so one connection cannot pile up streams (each costs
+// the relay and the backend state) without end.
+func TestWireMaxConcurrentStreams(t *testing.T) {
+	const limit = 10
+	f := newFixture(t, Config{MaxConcurrentStreams: limit})
+	c := dialRaw(t, f.h.addr, true)
+	fr, err := c.await(http2.FrameSettings)
+	require.NoError(t, err)
+	v, ok := fr.(*http2.SettingsFrame).Value(http2.SettingMaxConcurrentStreams)
+	assert.True(t, ok, "SETTINGS_MAX_CONCURRENT_STREAMS advertised")
+	assert.Equal(t, uint32(limit), v)
+	for i := range limit + 1 {
+		c.open(uint32(2*i+1), "/t.S/Block")
+	}
+	fr, err = c.await(http2.FrameRSTStream)
+	require.NoError(t, err, "want RST_STREAM")
+	rst := fr.(*http2.RSTStreamFrame)
+	assert.Equal(t, uint32(2*limit+1), rst.StreamID)
+	assert.Equal(t, http2.ErrCodeRefusedStream, rst.ErrCode)
+	for range limit {
+		<-f.b.blockStarted
+	}
+	// Ending one makes room for the next.
+	require.NoError(t, c.fr.WriteRSTStream(1, http2.ErrCodeCancel))
+	<-f.b.blockErr
+	c.open(2*limit+3, "/t.S/Block")
+	<-f.b.blockStarted
+}
