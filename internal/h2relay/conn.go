@@ -107,13 +107,21 @@ func (c *conn) start() error {
 	if c.client {
 		c.arena = append(c.arena, clientPreface...)
 	}
-	c.arena = appendFrameHeader(c.arena, 18, frameSettings, 0, 0)
+	n := 18
+	if !c.client {
+		n += 6 // SETTINGS_MAX_CONCURRENT_STREAMS, for the client's streams
+	}
+	c.arena = appendFrameHeader(c.arena, n, frameSettings, 0, 0)
 	c.arena = binary.BigEndian.AppendUint16(c.arena, settingInitialWindowSize)
 	c.arena = binary.BigEndian.AppendUint32(c.arena, uint32(c.recvInit))
 	c.arena = binary.BigEndian.AppendUint16(c.arena, settingEnablePush)
 	c.arena = binary.BigEndian.AppendUint32(c.arena, 0)
 	c.arena = binary.BigEndian.AppendUint16(c.arena, settingMaxHeaderListSize)
 	c.arena = binary.BigEndian.AppendUint32(c.arena, maxHeaderBlock)
+	if !c.client {
+		c.arena = binary.BigEndian.AppendUint16(c.arena, settingMaxConcurrent)
+		c.arena = binary.BigEndian.AppendUint32(c.arena, uint32(c.sess.relay.cfg.MaxConcurrentStreams))
+	}
 	if inc := c.recvConn - defaultWindow; inc > 0 {
 		c.arena = appendFrameHeader(c.arena, 4, frameWindowUpdate, 0, 0)
 		c.arena = binary.BigEndian.AppendUint32(c.arena, uint32(inc))
@@ -513,6 +521,9 @@ func (c *conn) onWindowUpdate(fh frameHeader, p []byte) error {
 		return &connError{code: errCodeFrameSize, msg: "bad WINDOW_UPDATE"}
 	}
 	inc := int64(binary.BigEndian.Uint32(p) & (1<<31 - 1))
+	if inc == 0 && fh.streamID == 0 {
+		return protoErr("WINDOW_UPDATE of 0 on the connection")
+	}
 	c.mu.Lock()
 	var credits []credit
 	var mirror *stream
@@ -522,7 +533,11 @@ func (c *conn) onWindowUpdate(fh frameHeader, p []byte) error {
 			return &connError{code: errCodeFlowControl, msg: "connection window over 2^31-1"}
 		}
 		credits = c.drainAllLocked(nil)
-	} else if s := c.streams[fh.streamID]; s != nil {
+	} else if s := c.streams[fh.streamID]; s != nil && (inc == 0 || s.sendWin+inc > maxWindow) {
+		c.mu.Unlock()
+		s.streamError(inc)
+		return nil
+	} else if s != nil {
 		s.sendWin += inc
 		credits = s.drainLocked(nil)
 		mirror = s.mirrorTo
@@ -578,6 +593,7 @@ func (c *conn) onData(fh frameHeader, p []byte) error {
 			delete(c.streams, s.id)
 			c.rstLocked(s.id, errCodeFlowControl)
 			c.creditLocked(nil, int(flow))
+			_ = c.flushLocked()
 			c.mu.Unlock()
 			s.peerReset(errCodeFlowControl, errors.New("peer overran the stream window"))
 			return nil
@@ -587,11 +603,14 @@ func (c *conn) onData(fh frameHeader, p []byte) error {
 		}
 	}
 	if s == nil {
-		c.creditLocked(nil, int(flow))
 		if !c.client && fh.streamID > c.maxPeer {
 			c.mu.Unlock()
 			return protoErr("DATA on idle stream %d", fh.streamID)
 		}
+		// Dropped, but the connection window comes back now: no reader
+		// flush follows for a frame that left no credits.
+		c.creditLocked(nil, int(flow))
+		_ = c.flushLocked()
 		c.mu.Unlock()
 		return nil
 	}
@@ -601,7 +620,10 @@ func (c *conn) onData(fh frameHeader, p []byte) error {
 	}
 	pad := int(flow) - len(payload)
 	if pad > 0 {
+		// Credited now: a held payload leaves no reader credit, so no
+		// flush would follow.
 		c.creditLocked(s, pad)
+		_ = c.flushLocked()
 	}
 	c.mu.Unlock()
 	s.inbound(payload, end)
@@ -637,12 +659,24 @@ func (c *conn) addBlock(fh frameHeader, p []byte) error {
 	}
 	c.inBlock = false
 	c.fields = c.fields[:0]
-	c.dec.SetEmitFunc(func(f hpack.HeaderField) { c.fields = append(c.fields, f) })
+	// The list is bounded as decoded (RFC 9113 section 6.5.2: names,
+	// values and 32 bytes a field), as advertised in
+	// SETTINGS_MAX_HEADER_LIST_SIZE: one byte of block can decode to a
+	// 40-byte field.
+	size := 0
+	c.dec.SetEmitFunc(func(f hpack.HeaderField) {
+		if size += len(f.Name) + len(f.Value) + 32; size <= maxHeaderBlock {
+			c.fields = append(c.fields, f)
+		}
+	})
 	if _, err := c.dec.Write(c.hdrBlock); err != nil {
 		return &connError{code: 0x9, msg: "HPACK: " + err.Error()} // COMPRESSION_ERROR
 	}
 	if err := c.dec.Close(); err != nil {
 		return &connError{code: 0x9, msg: "HPACK: " + err.Error()}
+	}
+	if size > maxHeaderBlock {
+		return protoErr("header list of %d bytes decoded, over %d", size, maxHeaderBlock)
 	}
 	fields := append([]hpack.HeaderField(nil), c.fields...)
 	end := c.hdrFlags&flagEndStream != 0

@@ -3,6 +3,7 @@ package h2relay
 import (
 	"context"
 	"crypto/tls"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
@@ -34,6 +35,11 @@ type Config struct {
 	// first message until the backend handler splices or releases them
 	// (client-streaming calls the handler may splice, such as DoPut).
 	Hold func(path string) bool
+	// MaxConcurrentStreams caps the streams a client may have open on
+	// one connection (SETTINGS_MAX_CONCURRENT_STREAMS); a stream past it
+	// is refused. Each costs the relay and the backend handler state.
+	// Default 1000.
+	MaxConcurrentStreams uint32
 	// DialTimeout bounds dialling an upstream. Default 10 s.
 	DialTimeout time.Duration
 	Logger      *slog.Logger
@@ -57,6 +63,9 @@ func New(cfg Config) *Relay {
 	if cfg.DialTimeout == 0 {
 		cfg.DialTimeout = 10 * time.Second
 	}
+	if cfg.MaxConcurrentStreams == 0 {
+		cfg.MaxConcurrentStreams = defaultMaxStreams
+	}
 	if cfg.Hold == nil {
 		cfg.Hold = func(string) bool { return false }
 	}
@@ -75,6 +84,10 @@ type session struct {
 	ups  map[*conn]struct{} // every open upstream connection
 	idle map[string][]*conn // by address: upstream connections without a stream
 }
+
+// defaultMaxStreams is Config.MaxConcurrentStreams's default: well past
+// what a Flight client runs in parallel on one connection.
+const defaultMaxStreams = 1000
 
 // maxIdleUpstreams bounds the idle upstream connections a session keeps
 // per address for its next spliced calls.
@@ -133,9 +146,40 @@ func (s *session) endConn(c *conn, err error) {
 	var ce *connError
 	if errors.As(err, &ce) {
 		s.relay.log.Warn("HTTP/2 protocol error; closing the connection", "peer", c.kind, "remote", s.client.nc.RemoteAddr(), "error", err)
-		c.close(err, ce)
+		c.goAwayLinger(ce)
+		c.close(err, nil)
 	}
 	s.shutdown(err)
+}
+
+// Bounds on reading what a peer still sends after the relay's GOAWAY.
+const (
+	lingerTime  = time.Second
+	lingerBytes = 1 << 20
+)
+
+// goAwayLinger sends GOAWAY, half-closes the connection and reads what
+// the peer still sends, for a little while, before the caller closes it.
+// Closing a socket with unread input makes the kernel send RST, and the
+// peer may then lose the GOAWAY that says why.
+func (c *conn) goAwayLinger(ce *connError) {
+	c.mu.Lock()
+	if c.closed {
+		c.mu.Unlock()
+		return
+	}
+	var b [8]byte
+	binary.BigEndian.PutUint32(b[:4], c.maxPeer)
+	binary.BigEndian.PutUint32(b[4:], ce.code)
+	c.ctrlLocked(frameGoAway, 0, 0, b[:], []byte(ce.msg))
+	err := c.flushLocked()
+	c.mu.Unlock()
+	cw, ok := c.nc.(interface{ CloseWrite() error })
+	if err != nil || !ok || cw.CloseWrite() != nil {
+		return
+	}
+	_ = c.nc.SetReadDeadline(time.Now().Add(lingerTime))
+	_, _ = io.Copy(io.Discard, io.LimitReader(c.nc, lingerBytes))
 }
 
 func (s *session) shutdown(err error) {
@@ -189,6 +233,13 @@ func (s *session) openStream(cl *conn, id uint32, fields []hpack.HeaderField, en
 	out = append(out, hpack.HeaderField{Name: TokenHeader, Value: strconv.FormatUint(s.id, 10) + "." + strconv.FormatUint(uint64(id), 10)})
 
 	cl.mu.Lock()
+	if uint32(len(cl.streams)) >= s.relay.cfg.MaxConcurrentStreams {
+		// Past the limit the relay advertised (RFC 9113 5.1.2).
+		cl.rstLocked(id, errCodeRefusedStream)
+		_ = cl.flushLocked()
+		cl.mu.Unlock()
+		return nil
+	}
 	cs := cl.newStreamLocked(id)
 	cs.role = roleClient
 	cs.endIn = end

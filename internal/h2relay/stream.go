@@ -496,6 +496,18 @@ func (s *stream) peerReset(code uint32, cause error) {
 	}
 }
 
+// streamError ends s after a WINDOW_UPDATE that is a stream error (RFC
+// 9113 section 6.9): an increment of 0 (PROTOCOL_ERROR) or one past
+// 2^31-1 (FLOW_CONTROL_ERROR). The streams paired with s end too.
+func (s *stream) streamError(inc int64) {
+	code, msg := uint32(errCodeFlowControl), "WINDOW_UPDATE took the stream window over 2^31-1"
+	if inc == 0 {
+		code, msg = errCodeProtocol, "WINDOW_UPDATE of 0 on a stream"
+	}
+	s.resetNow(code)
+	s.peerReset(code, fmt.Errorf("%s peer: %s", s.c.kind, msg))
+}
+
 // StreamError is an upstream stream that ended by RST_STREAM or by its
 // connection closing.
 type StreamError struct {
