@@ -264,8 +264,25 @@ func (c *conn) close(err error, goaway *connError) {
 	}
 }
 
-// newStreamLocked registers a stream the relay opens (client side).
+// idleLocked reports whether stream id was never opened on c (RFC 9113
+// section 5.1): beyond the highest the peer opened (server side) or the
+// relay opened (client side); even ids are pushes, never opened here.
+func (c *conn) idleLocked(id uint32) bool {
+	if id%2 == 0 {
+		return true
+	}
+	if c.client {
+		return id >= c.nextID
+	}
+	return id > c.maxPeer
+}
+
+// newStreamLocked registers a stream on c: one the relay opens (client
+// side) or one the peer opened (server side).
 func (c *conn) newStreamLocked(id uint32) *stream {
+	if id >= c.nextID {
+		c.nextID = id + 2
+	}
 	s := &stream{c: c, id: id, sendWin: c.peerInit, recvLeft: c.recvInit, window: c.recvInit}
 	c.streams[id] = s
 	return s
@@ -427,7 +444,11 @@ func (c *conn) frame(fh frameHeader, p []byte) error {
 			s.reset = true
 			delete(c.streams, s.id)
 		}
+		idle := s == nil && c.idleLocked(fh.streamID)
 		c.mu.Unlock()
+		if idle {
+			return protoErr("RST_STREAM on idle stream %d", fh.streamID)
+		}
 		if s != nil {
 			s.peerReset(binary.BigEndian.Uint32(p), nil)
 		}
@@ -527,6 +548,10 @@ func (c *conn) onWindowUpdate(fh frameHeader, p []byte) error {
 	c.mu.Lock()
 	var credits []credit
 	var mirror *stream
+	if fh.streamID != 0 && c.streams[fh.streamID] == nil && c.idleLocked(fh.streamID) {
+		c.mu.Unlock()
+		return protoErr("WINDOW_UPDATE on idle stream %d", fh.streamID)
+	}
 	if fh.streamID == 0 {
 		if c.sendWin += inc; c.sendWin > maxWindow {
 			c.mu.Unlock()

@@ -355,7 +355,6 @@ func (st *Stream) Splice(ctx context.Context, target Target, fields []hpack.Head
 	}
 	u.mu.Lock()
 	us := u.newStreamLocked(u.nextID)
-	u.nextID += 2
 	us.role = roleUpstream
 	us.front = st.cs
 	us.onData = down

@@ -118,6 +118,12 @@ func wireCases() []wireCase {
 		{name: "DATA on an idle stream", send: func(c *rawClient) {
 			_ = c.fr.WriteData(5, false, emptyMessage)
 		}, code: http2.ErrCodeProtocol},
+		{name: "RST_STREAM on an idle stream", send: func(c *rawClient) {
+			_ = c.fr.WriteRSTStream(7, http2.ErrCodeCancel)
+		}, code: http2.ErrCodeProtocol},
+		{name: "WINDOW_UPDATE on an idle stream", send: func(c *rawClient) {
+			_ = c.fr.WriteWindowUpdate(9, 1024)
+		}, code: http2.ErrCodeProtocol},
 		{name: "HEADERS on stream 0", send: func(c *rawClient) {
 			_ = c.fr.WriteHeaders(http2.HeadersFrameParam{StreamID: 0, BlockFragment: c.block("/t.S/Block"), EndHeaders: true})
 		}, code: http2.ErrCodeProtocol},
