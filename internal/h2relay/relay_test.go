@@ -886,3 +886,23 @@ func TestServeConnContextEndsCalls(t *testing.T) {
 	// The stream is gone from the relay's table.
 	assert.Nil(t, f.h.relay.Stream("1.1"))
 }
+
+// TestRefusedHeldStreamsKeepTheConnectionWindow: a held stream whose
+// handler fails without releasing it must not keep the held bytes out of
+// the client's connection window, or a few refused uploads would stall
+// the whole connection.
+func TestRefusedHeldStreamsKeepTheConnectionWindow(t *testing.T) {
+	f := newFixture(t, Config{ConnWindow: 256 << 10, Hold: func(path string) bool { return path == "/t.S/Fail" }})
+	ctx := metadata.AppendToOutgoingContext(testCtx(t), "x-code", "7")
+	held := bytes.Repeat([]byte("x"), 60<<10) // fits the held stream's 64 KiB window
+	for i := range 20 {                       // 20 x 60 KiB: far over the 256 KiB connection window
+		cs, err := f.cc.NewStream(ctx, bidi, "/t.S/Fail")
+		require.NoError(t, err)
+		first := []byte("first")
+		require.NoError(t, cs.SendMsg(&first))
+		_ = cs.SendMsg(&held)
+		var got []byte
+		err = cs.RecvMsg(&got)
+		require.Equal(t, codes.PermissionDenied, status.Code(err), "call %d: %v", i, err)
+	}
+}

@@ -325,6 +325,7 @@ func (s *stream) resetLocked(code uint32) []credit {
 	s.q = nil
 	s.reset = true
 	delete(s.c.streams, s.id)
+	s.dropHoldLocked()
 	if !s.c.closed {
 		s.c.rstLocked(s.id, code)
 	}
@@ -345,6 +346,26 @@ func (s *stream) resetNow(code uint32) {
 func (s *stream) maybeDoneLocked() {
 	if s.endSent && s.endIn && len(s.q) == 0 {
 		delete(s.c.streams, s.id)
+		s.dropHoldLocked()
+	}
+}
+
+// dropHoldLocked discards what a stream held that will never be delivered
+// (its call ended without a splice or a release), giving the connection
+// its window back: else a few refused uploads would stall the connection.
+func (s *stream) dropHoldLocked() {
+	h := s.hold
+	if h == nil {
+		return
+	}
+	s.hold = nil
+	n := 0
+	for _, it := range h.q {
+		n += len(it.data)
+	}
+	if n > 0 {
+		s.c.creditLocked(nil, n)
+		_ = s.c.flushLocked()
 	}
 }
 
@@ -448,10 +469,8 @@ func (s *stream) peerReset(code uint32, cause error) {
 	s.q = nil
 	backend, up, front := s.backend, s.up, s.front
 	c.cond.Broadcast()
-	if h := s.hold; h != nil {
-		s.hold = nil
-		h.q = nil
-	}
+	s.dropHoldLocked()
+	_ = c.flushLocked()
 	c.mu.Unlock()
 	applyCredits(credits)
 	switch s.role {
