@@ -281,12 +281,15 @@ func (p *Proxy) splice(c *call, st *h2relay.Stream, rt *route, location string, 
 	if err != nil {
 		return c.upstreamErr(rt, spliceErr(err), location)
 	}
+	// As gRPC's client: an HTTP status other than 200 or a content type
+	// other than gRPC's decides the code, even in a Trailers-Only answer
+	// (a load balancer's bare 503 ends the stream in its header block).
+	if err := headerStatus(hdr); err != nil {
+		return c.upstreamErr(rt, err, location)
+	}
 	if trailersOnly {
 		c.setTrailer(responseMetadata(hdr))
 		return c.upstreamErr(rt, trailerStatus(hdr), location)
-	}
-	if err := headerStatus(hdr); err != nil {
-		return err
 	}
 	// Always sent, empty or not: the relay lets the upstream's DATA reach
 	// the client only after the response header.

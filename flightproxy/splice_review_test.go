@@ -1,0 +1,264 @@
+package flightproxy
+
+import (
+	"context"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"strconv"
+	"testing"
+	"time"
+
+	"github.com/apache/arrow-go/v18/arrow/flight"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/status"
+
+	"golang.org/x/net/http2"
+	"golang.org/x/net/http2/h2c"
+)
+
+// probeServer's DoGet answers by ticket, to compare how the spliced and
+// the message path carry metadata, deadlines and errors.
+type probeServer struct {
+	flight.BaseFlightServer
+	ended chan error // "block": the upstream call's context error
+}
+
+// probeErr is an error with a message that needs percent-encoding and a
+// detail, as an upstream might return for an unknown ticket.
+func probeErr() error {
+	st, err := status.New(codes.NotFound, "no such ticket: 100% \"gone\" ü\n(see log)").WithDetails(&flight.Ticket{Ticket: []byte("detail")})
+	if err != nil {
+		panic(err)
+	}
+	return st.Err()
+}
+
+func (s *probeServer) DoGet(t *flight.Ticket, stream flight.FlightService_DoGetServer) error {
+	ctx := stream.Context()
+	switch string(t.Ticket) {
+	case "echo":
+		in, _ := metadata.FromIncomingContext(ctx)
+		left := "none"
+		if d, ok := ctx.Deadline(); ok {
+			left = strconv.FormatInt(time.Until(d).Milliseconds(), 10)
+		}
+		if err := stream.SendHeader(metadata.Pairs("x-text", in.Get("x-text")[0], "x-blob-bin", in.Get("x-blob-bin")[0])); err != nil {
+			return err
+		}
+		stream.SetTrailer(metadata.Pairs("x-trail-bin", "\x00\xff\x01"))
+		return stream.Send(&flight.FlightData{AppMetadata: []byte(left)})
+	case "fail":
+		return probeErr()
+	case "fail-after":
+		if err := stream.Send(&flight.FlightData{AppMetadata: []byte("one")}); err != nil {
+			return err
+		}
+		return probeErr()
+	case "slow":
+		if err := stream.Send(&flight.FlightData{AppMetadata: []byte("one")}); err != nil {
+			return err
+		}
+		time.Sleep(500 * time.Millisecond)
+		return stream.Send(&flight.FlightData{AppMetadata: []byte("two")})
+	case "block":
+		if err := stream.Send(&flight.FlightData{AppMetadata: []byte("one")}); err != nil {
+			return err
+		}
+		select {
+		case <-ctx.Done():
+			s.ended <- ctx.Err()
+		case <-time.After(20 * time.Second):
+			s.ended <- nil
+		}
+		return ctx.Err()
+	}
+	return status.Error(codes.InvalidArgument, "unknown probe")
+}
+
+func startProbe(t *testing.T) (string, *probeServer) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	s := &probeServer{ended: make(chan error, 4)}
+	g := grpc.NewServer()
+	flight.RegisterFlightServiceServer(g, s)
+	serveGRPC(t, func(ctx context.Context) error {
+		context.AfterFunc(ctx, g.Stop)
+		return g.Serve(ln)
+	})
+	return ln.Addr().String(), s
+}
+
+// TestSpliceReviewMetadataAndDeadline: text and binary metadata reach the
+// upstream and come back (header and trailer), and the client's deadline
+// reaches the upstream, spliced as through the message path.
+func TestSpliceReviewMetadataAndDeadline(t *testing.T) {
+	for _, noSplice := range []bool{false, true} {
+		t.Run("nosplice="+strconv.FormatBool(noSplice), func(t *testing.T) {
+			addr, _ := startProbe(t)
+			p, _ := startProxy(t, Config{Upstreams: []Upstream{{Target: addr}}, NoSplice: noSplice})
+			c := dial(t, p.Addr())
+			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+			defer cancel()
+			ctx = metadata.AppendToOutgoingContext(ctx, "x-text", "plain value", "x-blob-bin", "\x00\x01\xfe\xff=")
+			var hdr, trl metadata.MD
+			s, err := c.DoGet(ctx, &flight.Ticket{Ticket: []byte("echo")}, grpc.Header(&hdr), grpc.Trailer(&trl))
+			require.NoError(t, err)
+			fd, err := s.Recv()
+			require.NoError(t, err)
+			left, err := strconv.ParseInt(string(fd.AppMetadata), 10, 64)
+			require.NoError(t, err, "the upstream saw a deadline: %q", fd.AppMetadata)
+			assert.InDelta(t, 30000, left, 5000, "the upstream's deadline")
+			_, err = s.Recv()
+			require.ErrorIs(t, err, io.EOF)
+			assert.Equal(t, []string{"plain value"}, hdr.Get("x-text"))
+			assert.Equal(t, []string{"\x00\x01\xfe\xff="}, hdr.Get("x-blob-bin"))
+			assert.Equal(t, []string{"\x00\xff\x01"}, trl.Get("x-trail-bin"))
+			assert.Equal(t, boolFloat(!noSplice), testutil.ToFloat64(p.metrics.spliced.WithLabelValues("DoGet")))
+		})
+	}
+}
+
+// TestSpliceReviewErrors: an upstream error, Trailers-Only or after data,
+// reaches the client with the same code, message and details either way.
+func TestSpliceReviewErrors(t *testing.T) {
+	for _, ticket := range []string{"fail", "fail-after"} {
+		got := map[bool]*status.Status{}
+		for _, noSplice := range []bool{false, true} {
+			addr, _ := startProbe(t)
+			p, _ := startProxy(t, Config{Upstreams: []Upstream{{Target: addr}}, NoSplice: noSplice})
+			c := dial(t, p.Addr())
+			s, err := c.DoGet(context.Background(), &flight.Ticket{Ticket: []byte(ticket)})
+			require.NoError(t, err)
+			for err == nil {
+				_, err = s.Recv()
+			}
+			st, _ := status.FromError(err)
+			got[noSplice] = st
+			want, _ := status.FromError(probeErr())
+			assert.Equal(t, want.Code(), st.Code(), "%s, splice off: %v", ticket, noSplice)
+			assert.Equal(t, want.Message(), st.Message(), "%s, splice off: %v", ticket, noSplice)
+			assert.Len(t, st.Details(), 1, "%s, splice off: %v", ticket, noSplice)
+			assert.Equal(t, boolFloat(!noSplice), testutil.ToFloat64(p.metrics.spliced.WithLabelValues("DoGet")))
+		}
+		assert.Equal(t, got[true].Proto().String(), got[false].Proto().String(), ticket)
+	}
+}
+
+// TestSpliceReviewUnreachable: nothing listening at the upstream gives
+// Unavailable naming the route, not the address, either way.
+func TestSpliceReviewUnreachable(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	addr := ln.Addr().String()
+	require.NoError(t, ln.Close())
+	for _, noSplice := range []bool{false, true} {
+		p, _ := startProxy(t, Config{Upstreams: []Upstream{{Name: "gone", Target: addr}}, NoSplice: noSplice})
+		c := dial(t, p.Addr())
+		s, err := c.DoGet(context.Background(), &flight.Ticket{Ticket: []byte("x")})
+		require.NoError(t, err)
+		_, err = s.Recv()
+		assert.Equal(t, codes.Unavailable, status.Code(err), "splice off: %v", noSplice)
+		assert.Contains(t, err.Error(), `"gone"`, "splice off: %v", noSplice)
+		_, port, _ := net.SplitHostPort(addr)
+		assert.NotContains(t, err.Error(), port, "splice off: %v", noSplice)
+	}
+}
+
+// TestSpliceReviewCancel: a client that cancels a DoGet mid-stream ends
+// the upstream call, either way.
+func TestSpliceReviewCancel(t *testing.T) {
+	for _, noSplice := range []bool{false, true} {
+		addr, srv := startProbe(t)
+		p, _ := startProxy(t, Config{Upstreams: []Upstream{{Target: addr}}, NoSplice: noSplice})
+		c := dial(t, p.Addr())
+		ctx, cancel := context.WithCancel(context.Background())
+		s, err := c.DoGet(ctx, &flight.Ticket{Ticket: []byte("block")})
+		require.NoError(t, err)
+		_, err = s.Recv()
+		require.NoError(t, err)
+		cancel()
+		select {
+		case err := <-srv.ended:
+			assert.ErrorIs(t, err, context.Canceled, "splice off: %v", noSplice)
+		case <-time.After(15 * time.Second):
+			t.Fatalf("the upstream call did not end, splice off: %v", noSplice)
+		}
+	}
+}
+
+// TestSpliceReviewGracefulShutdown: a stream in flight when the proxy is
+// told to stop finishes with all its data, and Serve returns once it has,
+// without waiting for the forced stop.
+func TestSpliceReviewGracefulShutdown(t *testing.T) {
+	for _, noSplice := range []bool{false, true} {
+		addr, _ := startProbe(t)
+		p, err := New(Config{Listen: "127.0.0.1:0", Upstreams: []Upstream{{Target: addr}}, NoSplice: noSplice,
+			Registerer: prometheus.NewRegistry(), Logger: slog.New(slog.DiscardHandler)})
+		require.NoError(t, err)
+		require.NoError(t, p.Listen())
+		ctx, stop := context.WithCancel(context.Background())
+		served := make(chan error, 1)
+		go func() { served <- p.Serve(ctx) }()
+		c := dial(t, p.Addr())
+		s, err := c.DoGet(context.Background(), &flight.Ticket{Ticket: []byte("slow")})
+		require.NoError(t, err)
+		fd, err := s.Recv()
+		require.NoError(t, err)
+		assert.Equal(t, "one", string(fd.AppMetadata))
+		stop()
+		fd, err = s.Recv()
+		require.NoError(t, err, "splice off: %v", noSplice)
+		assert.Equal(t, "two", string(fd.AppMetadata))
+		_, err = s.Recv()
+		assert.ErrorIs(t, err, io.EOF, "splice off: %v", noSplice)
+		select {
+		case err := <-served:
+			require.NoError(t, err)
+		case <-time.After(8 * time.Second):
+			t.Fatalf("Serve still waiting after the stream ended, splice off: %v", noSplice)
+		}
+		assert.Equal(t, boolFloat(!noSplice), testutil.ToFloat64(p.metrics.spliced.WithLabelValues("DoGet")))
+	}
+}
+
+func boolFloat(b bool) float64 {
+	if b {
+		return 1
+	}
+	return 0
+}
+
+// TestSpliceReviewHTTPStatus: an HTTP/2 server in front of the upstream
+// (a load balancer) that answers a bare HTTP error ending the stream gives
+// the client gRPC's code for that HTTP status, spliced as through the
+// message path (gRPC maps 503 to Unavailable, 403 to PermissionDenied).
+func TestSpliceReviewHTTPStatus(t *testing.T) {
+	for _, tc := range []struct {
+		http int
+		want codes.Code
+	}{{http.StatusServiceUnavailable, codes.Unavailable}, {http.StatusForbidden, codes.PermissionDenied}} {
+		for _, noSplice := range []bool{false, true} {
+			ln, err := net.Listen("tcp", "127.0.0.1:0")
+			require.NoError(t, err)
+			hs := &http.Server{Handler: h2c.NewHandler(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+				w.WriteHeader(tc.http)
+			}), &http2.Server{})}
+			go func() { _ = hs.Serve(ln) }()
+			t.Cleanup(func() { _ = hs.Close() })
+			p, _ := startProxy(t, Config{Upstreams: []Upstream{{Name: "lb", Target: ln.Addr().String()}}, NoSplice: noSplice})
+			c := dial(t, p.Addr())
+			s, err := c.DoGet(context.Background(), &flight.Ticket{Ticket: []byte("x")})
+			require.NoError(t, err)
+			_, err = s.Recv()
+			assert.Equal(t, tc.want, status.Code(err), "HTTP %d, splice off: %v: %v", tc.http, noSplice, err)
+		}
+	}
+}
