@@ -262,3 +262,53 @@ func TestSpliceReviewHTTPStatus(t *testing.T) {
 		}
 	}
 }
+
+// TestSpliceReviewDeadline: a client deadline that passes mid-stream gives
+// the client DeadlineExceeded and ends the upstream call, either way.
+func TestSpliceReviewDeadline(t *testing.T) {
+	for _, noSplice := range []bool{false, true} {
+		addr, srv := startProbe(t)
+		p, _ := startProxy(t, Config{Upstreams: []Upstream{{Target: addr}}, NoSplice: noSplice})
+		c := dial(t, p.Addr())
+		ctx, cancel := context.WithTimeout(context.Background(), 500*time.Millisecond)
+		defer cancel()
+		s, err := c.DoGet(ctx, &flight.Ticket{Ticket: []byte("block")})
+		require.NoError(t, err)
+		_, err = s.Recv()
+		require.NoError(t, err)
+		_, err = s.Recv()
+		assert.Equal(t, codes.DeadlineExceeded, status.Code(err), "splice off: %v: %v", noSplice, err)
+		select {
+		case err := <-srv.ended:
+			assert.Error(t, err, "splice off: %v", noSplice)
+		case <-time.After(15 * time.Second):
+			t.Fatalf("the upstream call did not end, splice off: %v", noSplice)
+		}
+	}
+}
+
+// TestSpliceReviewReadQuota reads about 2.3 MB under a 1 MiB/s quota
+// (burst: one second's worth) through a spliced DoGet: the read cannot
+// finish before the quota allows it, and every batch arrives. The data is
+// written straight to the upstream, so only the read is charged.
+func TestSpliceReviewReadQuota(t *testing.T) {
+	const batches, rows = 8, 8 << 10 // about 290 KB a batch
+	up := startUpstream(t, "", 0)
+	putDataset(t, dial(t, up.addr), []string{"rq"}, batches, rows)
+	p, reg := startProxy(t, Config{Upstreams: []Upstream{{Target: up.addr}}, Quotas: StaticQuotas{BytesPerSecond: 1 << 20}})
+	c := dial(t, p.Addr())
+	fi, err := c.GetFlightInfo(context.Background(), pathDesc("rq"))
+	require.NoError(t, err)
+	start := time.Now()
+	seen := readAll(t, c, fi, rows)
+	elapsed := time.Since(start)
+	require.Len(t, seen, batches)
+	for b := range batches {
+		assert.Equal(t, 1, seen[b], "batch %d", b)
+	}
+	read := counter(t, reg, "pipemesh_flight_bytes_total", "rq", "read")
+	require.Greater(t, read, float64(3<<19))
+	assert.Equal(t, float64(len(fi.Endpoint)), testutil.ToFloat64(p.metrics.spliced.WithLabelValues("DoGet")), "the reads were spliced")
+	minimum := time.Duration((read - (1 << 20)) / (1 << 20) * float64(time.Second))
+	assert.GreaterOrEqual(t, elapsed, minimum*9/10, "%.0f bytes at 1 MiB/s after a 1 MiB burst", read)
+}
