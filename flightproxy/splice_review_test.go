@@ -28,7 +28,8 @@ import (
 // the message path carry metadata, deadlines and errors.
 type probeServer struct {
 	flight.BaseFlightServer
-	ended chan error // "block": the upstream call's context error
+	ended   chan error    // "block": the upstream call's context error
+	started chan struct{} // DoPut "block" has begun
 }
 
 // probeErr is an error with a message that needs percent-encoding and a
@@ -83,10 +84,48 @@ func (s *probeServer) DoGet(t *flight.Ticket, stream flight.FlightService_DoGetS
 	return status.Error(codes.InvalidArgument, "unknown probe")
 }
 
+func (s *probeServer) DoPut(stream flight.FlightService_DoPutServer) error {
+	ctx := stream.Context()
+	first, err := stream.Recv()
+	if err != nil {
+		return err
+	}
+	switch first.GetFlightDescriptor().GetPath()[0] {
+	case "reject":
+		return probeErr()
+	case "block":
+		s.started <- struct{}{}
+		select {
+		case <-ctx.Done():
+			s.ended <- ctx.Err()
+		case <-time.After(20 * time.Second):
+			s.ended <- nil
+		}
+		return ctx.Err()
+	}
+	in, _ := metadata.FromIncomingContext(ctx)
+	if err := stream.SendHeader(metadata.Pairs("x-blob-bin", in.Get("x-blob-bin")[0])); err != nil {
+		return err
+	}
+	n := 1
+	for {
+		if _, err := stream.Recv(); err == io.EOF {
+			break
+		} else if err != nil {
+			return err
+		}
+		n++
+	}
+	if first.GetFlightDescriptor().GetPath()[0] == "reject-after" {
+		return probeErr()
+	}
+	return stream.Send(&flight.PutResult{AppMetadata: []byte(strconv.Itoa(n))})
+}
+
 func startProbe(t *testing.T) (string, *probeServer) {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	require.NoError(t, err)
-	s := &probeServer{ended: make(chan error, 4)}
+	s := &probeServer{ended: make(chan error, 4), started: make(chan struct{}, 4)}
 	g := grpc.NewServer()
 	flight.RegisterFlightServiceServer(g, s)
 	serveGRPC(t, func(ctx context.Context) error {
@@ -311,4 +350,103 @@ func TestSpliceReviewReadQuota(t *testing.T) {
 	assert.Equal(t, float64(len(fi.Endpoint)), testutil.ToFloat64(p.metrics.spliced.WithLabelValues("DoGet")), "the reads were spliced")
 	minimum := time.Duration((read - (1 << 20)) / (1 << 20) * float64(time.Second))
 	assert.GreaterOrEqual(t, elapsed, minimum*9/10, "%.0f bytes at 1 MiB/s after a 1 MiB burst", read)
+}
+
+// probePut writes n messages to the dataset named path and reads the
+// answer: the PutResult's metadata, the header, and the call's error.
+func probePut(ctx context.Context, c flight.Client, path string, n int) (string, metadata.MD, error) {
+	ctx = metadata.AppendToOutgoingContext(ctx, "x-blob-bin", "\x00\xfe")
+	s, err := c.DoPut(ctx)
+	if err != nil {
+		return "", nil, err
+	}
+	for i := range n {
+		fd := &flight.FlightData{DataBody: make([]byte, 64<<10)}
+		if i == 0 {
+			fd.FlightDescriptor = pathDesc(path)
+		}
+		if err := s.Send(fd); err != nil {
+			break // the error comes with Recv
+		}
+	}
+	_ = s.CloseSend()
+	var got string
+	for {
+		r, err := s.Recv()
+		if err == io.EOF {
+			hdr, _ := s.Header()
+			return got, hdr, nil
+		}
+		if err != nil {
+			return got, nil, err
+		}
+		got = string(r.AppMetadata)
+	}
+}
+
+// TestSpliceReviewDoPut: a DoPut's messages, metadata and errors (refused
+// at once, Trailers-Only, or after the data) come through the same
+// spliced as through the message path, and an unreachable upstream gives
+// Unavailable naming the route.
+func TestSpliceReviewDoPut(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	gone := ln.Addr().String()
+	require.NoError(t, ln.Close())
+	want, _ := status.FromError(probeErr())
+	for _, noSplice := range []bool{false, true} {
+		addr, _ := startProbe(t)
+		p, _ := startProxy(t, Config{Upstreams: []Upstream{{Target: addr}, {Name: "gone", Target: gone, PathPrefix: "gone"}}, NoSplice: noSplice})
+		c := dial(t, p.Addr())
+		ctx := context.Background()
+
+		got, hdr, err := probePut(ctx, c, "echo", 40)
+		require.NoError(t, err, "splice off: %v", noSplice)
+		assert.Equal(t, "40", got, "splice off: %v", noSplice)
+		assert.Equal(t, []string{"\x00\xfe"}, hdr.Get("x-blob-bin"), "splice off: %v", noSplice)
+
+		for _, path := range []string{"reject", "reject-after"} {
+			_, _, err = probePut(ctx, c, path, 40)
+			st, _ := status.FromError(err)
+			assert.Equal(t, want.Proto().String(), st.Proto().String(), "%s, splice off: %v", path, noSplice)
+		}
+
+		_, _, err = probePut(ctx, c, "gone", 40)
+		assert.Equal(t, codes.Unavailable, status.Code(err), "splice off: %v: %v", noSplice, err)
+		assert.Contains(t, err.Error(), `"gone"`, "splice off: %v", noSplice)
+		_, port, _ := net.SplitHostPort(gone)
+		assert.NotContains(t, err.Error(), port, "splice off: %v", noSplice)
+
+		// The connection still serves after the refusals.
+		got, _, err = probePut(ctx, c, "echo", 3)
+		require.NoError(t, err, "splice off: %v", noSplice)
+		assert.Equal(t, "3", got, "splice off: %v", noSplice)
+		wantSpliced := 4.0
+		if noSplice {
+			wantSpliced = 0
+		}
+		assert.Equal(t, wantSpliced, testutil.ToFloat64(p.metrics.spliced.WithLabelValues("DoPut")), "splice off: %v", noSplice)
+	}
+}
+
+// TestSpliceReviewDoPutCancel: a client that cancels a DoPut mid-stream
+// ends the upstream call, either way.
+func TestSpliceReviewDoPutCancel(t *testing.T) {
+	for _, noSplice := range []bool{false, true} {
+		addr, srv := startProbe(t)
+		p, _ := startProxy(t, Config{Upstreams: []Upstream{{Target: addr}}, NoSplice: noSplice})
+		c := dial(t, p.Addr())
+		ctx, cancel := context.WithCancel(context.Background())
+		s, err := c.DoPut(ctx)
+		require.NoError(t, err)
+		require.NoError(t, s.Send(&flight.FlightData{FlightDescriptor: pathDesc("block")}))
+		<-srv.started
+		cancel()
+		select {
+		case err := <-srv.ended:
+			assert.ErrorIs(t, err, context.Canceled, "splice off: %v", noSplice)
+		case <-time.After(15 * time.Second):
+			t.Fatalf("the upstream call did not end, splice off: %v", noSplice)
+		}
+	}
 }
