@@ -7,7 +7,6 @@ import (
 	"errors"
 	"fmt"
 	"net"
-	"net/url"
 	"strconv"
 	"strings"
 	"sync"
@@ -170,11 +169,7 @@ func trailerStatus(fields []hpack.HeaderField) error {
 			}
 			code, found = codes.Code(n), true
 		case "grpc-message":
-			if m, err := url.PathUnescape(f.Value); err == nil {
-				msg = m
-			} else {
-				msg = f.Value
-			}
+			msg = decodeMessage(f.Value)
 		case "grpc-status-details-bin":
 			details = f.Value
 		}
@@ -194,6 +189,27 @@ func trailerStatus(fields []hpack.HeaderField) error {
 		}
 	}
 	return status.Error(code, msg)
+}
+
+// decodeMessage undoes grpc-message's percent-encoding. As gRPC's own
+// client it keeps a % that does not start two hex digits, so a stray one
+// from a lax server leaves the rest of the message decoded.
+func decodeMessage(v string) string {
+	if !strings.Contains(v, "%") {
+		return v
+	}
+	b := make([]byte, 0, len(v))
+	for i := 0; i < len(v); i++ {
+		if v[i] == '%' && i+2 < len(v) {
+			if n, err := strconv.ParseUint(v[i+1:i+3], 16, 8); err == nil {
+				b = append(b, byte(n))
+				i += 2
+				continue
+			}
+		}
+		b = append(b, v[i])
+	}
+	return string(b)
 }
 
 // spliceErr turns a relay error into a gRPC status; connection failures

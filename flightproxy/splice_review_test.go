@@ -22,6 +22,7 @@ import (
 
 	"golang.org/x/net/http2"
 	"golang.org/x/net/http2/h2c"
+	"golang.org/x/net/http2/hpack"
 )
 
 // probeServer's DoGet answers by ticket, to compare how the spliced and
@@ -448,5 +449,24 @@ func TestSpliceReviewDoPutCancel(t *testing.T) {
 		case <-time.After(15 * time.Second):
 			t.Fatalf("the upstream call did not end, splice off: %v", noSplice)
 		}
+	}
+}
+
+// TestTrailerStatusMessage decodes grpc-message as gRPC's client does:
+// valid escapes decoded, a stray % kept, the rest of the message intact.
+func TestTrailerStatusMessage(t *testing.T) {
+	for _, tc := range []struct{ wire, want string }{
+		{"plain", "plain"},
+		{"100%25 done%0A", "100% done\n"},
+		{"%C3%BC", "ü"},
+		{"50% off, %41", "50% off, A"},
+		{"ends in %4", "ends in %4"},
+		{"%zz%41", "%zzA"},
+		{"a+b", "a+b"},
+	} {
+		err := trailerStatus([]hpack.HeaderField{{Name: "grpc-status", Value: "5"}, {Name: "grpc-message", Value: tc.wire}})
+		st, _ := status.FromError(err)
+		assert.Equal(t, codes.NotFound, st.Code(), tc.wire)
+		assert.Equal(t, tc.want, st.Message(), tc.wire)
 	}
 }
