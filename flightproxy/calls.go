@@ -451,7 +451,7 @@ func (p *Proxy) dataStream(c *call, exchange bool) error {
 		return err
 	}
 	defer release()
-	if _, _, ok := spliceTarget(rt, ""); ok && st != nil && !exchange {
+	if _, _, ok := spliceTarget(rt, ""); ok && st != nil && !exchange && !sendsCompressed(c) {
 		up := p.metrics.edge(c, dataset, Write)
 		up.count(first)
 		msg := first.data.Materialize()

@@ -47,6 +47,20 @@ func (p *Proxy) relayStream(c *call) *h2relay.Stream {
 	return p.relay.Stream(v[0])
 }
 
+// sendsCompressed tells whether c's client compresses its messages
+// (grpc-encoding other than identity). Spliced, those would reach the
+// upstream as they are, under a request header that names no encoding, so
+// such a DoPut takes the message path, where gRPC decompresses them. When
+// gRPC does not tell, it says true: the message path is always right.
+func sendsCompressed(c *call) bool {
+	rc, ok := grpc.ServerTransportStreamFromContext(c.ss.Context()).(interface{ RecvCompress() string })
+	if !ok {
+		return true
+	}
+	enc := rc.RecvCompress()
+	return enc != "" && enc != "identity"
+}
+
 // spliceTarget is where a spliced call goes: a host:port (TLS or not);
 // ok is false for targets the relay does not dial (Unix sockets).
 func spliceTarget(rt *route, location string) (t h2relay.Target, scheme string, ok bool) {

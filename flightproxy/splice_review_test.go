@@ -17,6 +17,8 @@ import (
 	"github.com/stretchr/testify/require"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/encoding/gzip"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 
@@ -469,4 +471,37 @@ func TestTrailerStatusMessage(t *testing.T) {
 		assert.Equal(t, codes.NotFound, st.Code(), tc.wire)
 		assert.Equal(t, tc.want, st.Message(), tc.wire)
 	}
+}
+
+// TestSpliceReviewCompressedClient: a client that compresses its messages
+// (gRPC gzip) writes and reads a dataset, spliced as through the message
+// path: every batch arrives once and the bytes count alike.
+func TestSpliceReviewCompressedClient(t *testing.T) {
+	const batches, rows = 4, 4 << 10
+	got := map[bool][2]float64{}
+	for _, noSplice := range []bool{false, true} {
+		up := startUpstream(t, "self", 0)
+		p, reg := startProxy(t, Config{Upstreams: []Upstream{{Target: up.addr}}, NoSplice: noSplice})
+		c, err := flight.NewClientWithMiddleware(p.Addr(), nil, nil,
+			grpc.WithTransportCredentials(insecure.NewCredentials()),
+			grpc.WithDefaultCallOptions(grpc.UseCompressor(gzip.Name)))
+		require.NoError(t, err)
+		t.Cleanup(func() { _ = c.Close() })
+		putDataset(t, c, []string{"gz"}, batches, rows)
+		fi, err := c.GetFlightInfo(context.Background(), pathDesc("gz"))
+		require.NoError(t, err)
+		seen := readAll(t, c, fi, rows)
+		require.Len(t, seen, batches, "splice off: %v", noSplice)
+		for b := range batches {
+			assert.Equal(t, 1, seen[b], "batch %d, splice off: %v", b, noSplice)
+		}
+		assert.Equal(t, boolFloat(!noSplice)*float64(len(fi.Endpoint)), testutil.ToFloat64(p.metrics.spliced.WithLabelValues("DoGet")),
+			"reads splice: gRPC lets the upstream's uncompressed messages through; splice off: %v", noSplice)
+		assert.Zero(t, testutil.ToFloat64(p.metrics.spliced.WithLabelValues("DoPut")), "compressed writes take the message path")
+		got[noSplice] = [2]float64{
+			counter(t, reg, "pipemesh_flight_bytes_total", "gz", "write"),
+			counter(t, reg, "pipemesh_flight_bytes_total", "gz", "read"),
+		}
+	}
+	assert.Equal(t, got[true], got[false], "bytes written and read, spliced and not")
 }
