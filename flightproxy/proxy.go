@@ -307,14 +307,29 @@ func (p *Proxy) Serve(ctx context.Context) error {
 	})
 	p.log.Info("serving Arrow Flight", "listen", p.Addr(), "advertise", p.advertise, "upstreams", len(p.cfg.Upstreams))
 	var err error
+	var backoff time.Duration
 	for {
 		nc, aerr := p.ln.Accept()
 		if aerr != nil {
+			// Out of file descriptors, or a connection aborted before it
+			// was accepted: wait a little and accept again, as gRPC's own
+			// server does, rather than stop serving everyone.
+			var te interface{ Temporary() bool }
+			if ctx.Err() == nil && errors.As(aerr, &te) && te.Temporary() {
+				backoff = min(max(2*backoff, 5*time.Millisecond), time.Second)
+				p.log.Warn("cannot accept a Flight client connection; retrying", "error", aerr, "retry_in", backoff)
+				select {
+				case <-time.After(backoff):
+				case <-ctx.Done():
+				}
+				continue
+			}
 			if ctx.Err() == nil {
 				err = aerr
 			}
 			break
 		}
+		backoff = 0
 		conns.Add(1)
 		go func() {
 			defer conns.Done()

@@ -6,7 +6,9 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"os"
 	"strconv"
+	"syscall"
 	"testing"
 	"time"
 
@@ -504,4 +506,37 @@ func TestSpliceReviewCompressedClient(t *testing.T) {
 		}
 	}
 	assert.Equal(t, got[true], got[false], "bytes written and read, spliced and not")
+}
+
+// flakyListener fails its first Accept the way a process out of file
+// descriptors does.
+type flakyListener struct {
+	net.Listener
+	failed bool
+}
+
+func (l *flakyListener) Accept() (net.Conn, error) {
+	if !l.failed {
+		l.failed = true
+		return nil, &net.OpError{Op: "accept", Net: "tcp", Err: os.NewSyscallError("accept", syscall.EMFILE)}
+	}
+	return l.Listener.Accept()
+}
+
+// TestServeSurvivesTemporaryAcceptError: running out of file descriptors
+// for a moment (EMFILE on accept) does not stop the proxy; it serves the
+// next client, as gRPC's own server would.
+func TestServeSurvivesTemporaryAcceptError(t *testing.T) {
+	up := startUpstream(t, "", 0)
+	p, err := New(Config{Listen: "127.0.0.1:0", Upstreams: []Upstream{{Target: up.addr}},
+		Registerer: prometheus.NewRegistry(), Logger: slog.New(slog.DiscardHandler)})
+	require.NoError(t, err)
+	require.NoError(t, p.Listen())
+	p.ln = &flakyListener{Listener: p.ln}
+	serveGRPC(t, p.Serve)
+	c := dial(t, p.Addr())
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	_, err = c.GetFlightInfo(ctx, pathDesc("none"))
+	assert.Equal(t, codes.NotFound, status.Code(err), "the proxy still serves: %v", err)
 }
