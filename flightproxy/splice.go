@@ -299,6 +299,12 @@ func (p *Proxy) splice(c *call, st *h2relay.Stream, rt *route, location string, 
 	}
 	p.metrics.spliced.WithLabelValues(c.method).Inc()
 	defer us.Close()
+	if !endRequest {
+		// DoPut's first message is data too: charged as on the message path.
+		if err := rate.wait(ctx, len(first)); err != nil {
+			return status.FromContextError(err).Err()
+		}
+	}
 	if err := us.Send(first, endRequest); err != nil {
 		return c.upstreamErr(rt, spliceErr(err), location)
 	}
