@@ -61,6 +61,9 @@ func (s *probeServer) DoGet(t *flight.Ticket, stream flight.FlightService_DoGetS
 		}
 		stream.SetTrailer(metadata.Pairs("x-trail-bin", "\x00\xff\x01"))
 		return stream.Send(&flight.FlightData{AppMetadata: []byte(left)})
+	case "empty":
+		stream.SetTrailer(metadata.Pairs("x-trail-bin", "\x00\xff\x01"))
+		return nil
 	case "fail":
 		return probeErr()
 	case "fail-after":
@@ -539,4 +542,22 @@ func TestServeSurvivesTemporaryAcceptError(t *testing.T) {
 	defer cancel()
 	_, err = c.GetFlightInfo(ctx, pathDesc("none"))
 	assert.Equal(t, codes.NotFound, status.Code(err), "the proxy still serves: %v", err)
+}
+
+// TestSpliceReviewEmpty: an upstream that ends a DoGet with no data and an
+// OK status (Trailers-Only) gives the client an empty stream and the
+// upstream's trailer, either way.
+func TestSpliceReviewEmpty(t *testing.T) {
+	for _, noSplice := range []bool{false, true} {
+		addr, _ := startProbe(t)
+		p, _ := startProxy(t, Config{Upstreams: []Upstream{{Target: addr}}, NoSplice: noSplice})
+		c := dial(t, p.Addr())
+		var trl metadata.MD
+		s, err := c.DoGet(context.Background(), &flight.Ticket{Ticket: []byte("empty")}, grpc.Trailer(&trl))
+		require.NoError(t, err)
+		_, err = s.Recv()
+		assert.ErrorIs(t, err, io.EOF, "splice off: %v", noSplice)
+		assert.Equal(t, []string{"\x00\xff\x01"}, trl.Get("x-trail-bin"), "splice off: %v", noSplice)
+		assert.Equal(t, boolFloat(!noSplice), testutil.ToFloat64(p.metrics.spliced.WithLabelValues("DoGet")))
+	}
 }
