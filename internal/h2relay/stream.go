@@ -293,12 +293,7 @@ func (s *stream) sendHeaders(fields []hpack.HeaderField, end bool) {
 		if end {
 			// A trailers-only answer: data queued behind it never goes.
 			s.endOut, s.endSent = true, true
-			for _, it := range s.q {
-				if it.src != nil && len(it.data) > 0 {
-					credits = append(credits, credit{it.src, len(it.data)})
-				}
-			}
-			s.q = nil
+			credits = s.dropQueueLocked(credits)
 		}
 		credits = s.drainLocked(credits)
 		c.cond.Broadcast()
@@ -311,18 +306,24 @@ func (s *stream) sendHeaders(fields []hpack.HeaderField, end bool) {
 	applyCredits(credits)
 }
 
-// resetLocked ends s with RST_STREAM now, dropping its queue.
-func (s *stream) resetLocked(code uint32) []credit {
-	var credits []credit
-	if s.reset {
-		return nil
-	}
+// dropQueueLocked discards what s has queued, crediting each item's
+// source as if delivered: it will never be, and its window must not shrink.
+func (s *stream) dropQueueLocked(credits []credit) []credit {
 	for _, it := range s.q {
 		if it.src != nil && len(it.data) > 0 {
 			credits = append(credits, credit{it.src, len(it.data)})
 		}
 	}
 	s.q = nil
+	return credits
+}
+
+// resetLocked ends s with RST_STREAM now, dropping its queue.
+func (s *stream) resetLocked(code uint32) []credit {
+	if s.reset {
+		return nil
+	}
+	credits := s.dropQueueLocked(nil)
 	s.reset = true
 	delete(s.c.streams, s.id)
 	s.dropHoldLocked()
@@ -460,13 +461,7 @@ func (s *stream) peerReset(code uint32, cause error) {
 	c := s.c
 	c.mu.Lock()
 	s.reset = true
-	var credits []credit
-	for _, it := range s.q {
-		if it.src != nil && len(it.data) > 0 {
-			credits = append(credits, credit{it.src, len(it.data)})
-		}
-	}
-	s.q = nil
+	credits := s.dropQueueLocked(nil)
 	backend, up, front := s.backend, s.up, s.front
 	c.cond.Broadcast()
 	s.dropHoldLocked()
